@@ -1,0 +1,234 @@
+"""Import: a path in, a validated canonical model out, or one precise OdimoError (onnx-io.md §1).
+
+Checks run in the order of onnx-io.md §1.2 so each bad input is reported by the first check that can
+name its real problem (a PyTorch zip is "not ONNX", not "corrupt protobuf").
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import numpy_helper
+from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+from odimo.compiler.canonicalize import canonicalize
+from odimo.compiler.coupling import unsupported_nodes
+from odimo.compiler.errors import ModelImportError, UnsupportedOpError
+from odimo.compiler.onnx_graph import opset_version, value_shape
+from odimo.compiler.verify import probe_batch, require_equivalent
+
+MIN_OPSET, MAX_OPSET = 13, 22
+MIN_IR = 7
+QUANTIZED_OPS = {
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+    "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool",
+}
+_FOREIGN_MAGIC = {
+    b"PK\x03\x04": "a zip archive (a PyTorch .pt/.pth checkpoint or a TorchScript file)",
+    b"\x89HDF": "an HDF5 file (a Keras/TensorFlow model)",
+    b"\x80\x02": "a Python pickle (a legacy PyTorch checkpoint)",
+    b"\x80\x04": "a Python pickle (a legacy PyTorch checkpoint)",
+}
+_EXPORT_HINT = "export the network with torch.onnx.export(model, example, 'model.onnx') and pass the .onnx file"
+
+
+@dataclass(frozen=True)
+class ImportedModel:
+    """The canonical model and the facts later stages need about its interface."""
+
+    path: Path
+    source_sha256: str
+    original: onnx.ModelProto
+    model: onnx.ModelProto
+    rewrites: tuple[str, ...]
+
+    @property
+    def input_name(self) -> str:
+        return self.model.graph.input[0].name
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the single input."""
+        c, h, w = value_shape(self.model.graph.input[0])[1:]
+        return int(c), int(h), int(w)
+
+    @property
+    def output_name(self) -> str:
+        return self.model.graph.output[0].name
+
+    @property
+    def num_outputs(self) -> int:
+        """Width of the single output (classes, for a classifier)."""
+        return int(np.prod([d for d in value_shape(self.model.graph.output[0])[1:] if isinstance(d, int)]))
+
+    @property
+    def opset(self) -> int:
+        return opset_version(self.model)
+
+
+def load_model(path: str | Path, verify_seed: int = 0) -> ImportedModel:
+    """Read, check and canonicalize `path`; raise ModelImportError subclasses on bad input."""
+    path = Path(path)
+    raw = _read_bytes(path)
+    model = _parse(raw, path)
+    _check_versions(model, path)
+    _load_external_data(model, path)
+    _check_full(model, path)
+    _reject_quantized(model, path)
+    _check_interface(model, path)
+    _reject_unsupported(model, path, canonical=False)
+    _reject_non_finite(model, path)
+    canonical, rewrites = canonicalize(model)
+    canonical = _infer_shapes_strict(canonical, path)
+    _reject_unsupported(canonical, path, canonical=True)
+    require_equivalent(model, canonical, probe_batch(model, verify_seed, count=4), "import canonicalization")
+    return ImportedModel(
+        path=path,
+        source_sha256=hashlib.sha256(raw).hexdigest(),
+        original=model,
+        model=canonical,
+        rewrites=rewrites,
+    )
+
+
+def _fail(code: str, slug: str, what: str, where: str, fix: str) -> ModelImportError:
+    return ModelImportError(code, slug, what, where, fix)
+
+
+def _read_bytes(path: Path) -> bytes:
+    if not path.exists():
+        raise _fail("E101", "missing-file", "the model file does not exist", str(path), "check the path (relative paths start at the current directory)")
+    if path.is_dir():
+        raise _fail("E101", "not-a-file", "the model path is a directory, not a file", str(path), "pass the .onnx file inside it")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise _fail("E101", "unreadable", f"the model file cannot be read ({exc.strerror})", str(path), "check its permissions") from None
+
+
+def _parse(raw: bytes, path: Path) -> onnx.ModelProto:
+    if not raw:
+        raise _fail("E102", "empty-file", "the model file is empty (0 bytes)", str(path), "re-export the model; the write was probably interrupted")
+    for magic, kind in _FOREIGN_MAGIC.items():
+        if raw.startswith(magic):
+            raise _fail("E103", "not-onnx", f"the file is {kind}, not ONNX", str(path), _EXPORT_HINT)
+    try:
+        model = onnx.load_model_from_string(raw)
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        kind = "text, not a binary ONNX protobuf" if _looks_like_text(raw) else f"a corrupt or truncated protobuf ({exc})"
+        code = "E103" if _looks_like_text(raw) else "E102"
+        raise _fail(code, "corrupt-protobuf" if code == "E102" else "not-onnx", f"the file is {kind}", f"{path} ({len(raw)} bytes)", "re-export or re-download the model") from None
+    if not model.HasField("graph") or len(model.graph.node) == 0 or not model.ir_version:
+        raise _fail("E103", "not-onnx", "the file parses but holds no ONNX graph (no ir_version or no nodes)", f"{path} ({len(raw)} bytes)", _EXPORT_HINT)
+    return model
+
+
+def _looks_like_text(raw: bytes) -> bool:
+    head = raw[:512]
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(32 <= b < 127 or b in (9, 10, 13) for b in head)
+
+
+def _check_versions(model: onnx.ModelProto, path: Path) -> None:
+    opset = opset_version(model)
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise _fail(
+            "E106", "opset", f"default-domain opset {opset} is outside the supported range {MIN_OPSET}-{MAX_OPSET}", str(path),
+            f"convert it: onnx.version_converter.convert_version(model, {min(max(opset, MIN_OPSET), MAX_OPSET)})",
+        )
+    if not MIN_IR <= model.ir_version <= onnx.IR_VERSION:
+        raise _fail("E106", "ir-version", f"IR version {model.ir_version} is outside {MIN_IR}-{onnx.IR_VERSION}", str(path), "re-export with a current onnx/torch")
+
+
+def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
+    folder = path.parent.resolve()
+    for tensor in onnx.external_data_helper._get_all_tensors(model):
+        if not uses_external_data(tensor):
+            continue
+        location = ExternalDataInfo(tensor).location
+        target = (folder / location).resolve()
+        if folder not in target.parents and target != folder:
+            raise _fail("E105", "external-data", f"initializer '{tensor.name}' points outside the model's folder", f"{path}: location '{location}'", "keep the .data file beside the .onnx file")
+        if not target.is_file():
+            raise _fail("E105", "external-data", f"external data file '{location}' of initializer '{tensor.name}' is missing", f"{path}: expected {target}", "copy the .data file beside the .onnx file (they travel together)")
+    try:
+        onnx.external_data_helper.load_external_data_for_model(model, str(folder))
+    except (OSError, ValueError) as exc:
+        raise _fail("E105", "external-data", f"external data cannot be read ({exc})", str(path), "re-export the model with its .data file") from None
+
+
+def _check_full(model: onnx.ModelProto, path: Path) -> None:
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _fail("E104", "invalid-model", f"onnx.checker rejects the model: {first}", str(path), "fix the exporter output (onnx.checker.check_model(path, full_check=True) shows the same)") from None
+
+
+def _reject_quantized(model: onnx.ModelProto, path: Path) -> None:
+    hits = [(k, n) for k, n in enumerate(model.graph.node) if n.op_type in QUANTIZED_OPS]
+    if hits:
+        where = ", ".join(f"node #{k} '{n.name}' ({n.op_type})" for k, n in hits[:5]) + (f" and {len(hits) - 5} more" if len(hits) > 5 else "")
+        raise _fail("E115", "pre-quantized", f"the model is already quantized ({len(hits)} quantization nodes)", f"{path}: {where}", "give odimo the float model; it chooses each channel's precision itself")
+
+
+def _check_interface(model: onnx.ModelProto, path: Path) -> None:
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        names = ", ".join(f"'{i.name}'" for i in inputs) or "none"
+        raise _fail("E112", "inputs", f"the model has {len(inputs)} graph inputs; odimo needs exactly one image input", f"{path}: inputs {names}", "fold the extra inputs into initializers or cut the graph with onnx.utils.extract_model")
+    if len(model.graph.output) != 1:
+        names = ", ".join(f"'{o.name}'" for o in model.graph.output)
+        raise _fail("E113", "outputs", f"the model has {len(model.graph.output)} graph outputs; odimo needs exactly one", f"{path}: outputs {names}", "keep the classifier output only (onnx.utils.extract_model)")
+    tensor_type = inputs[0].type.tensor_type
+    shape = value_shape(inputs[0])
+    if tensor_type.elem_type != onnx.TensorProto.FLOAT or len(shape) != 4:
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type) if tensor_type.elem_type else "unknown"
+        raise _fail("E114", "input-type", f"input '{inputs[0].name}' is {dtype} of rank {len(shape)}; odimo needs float32 NCHW (rank 4)", str(path), "export with a float32 [N, C, H, W] example input")
+    if not all(isinstance(d, int) and d > 0 for d in shape[1:]):
+        raise _fail("E111", "dynamic-shape", f"input '{inputs[0].name}' has shape {list(shape)}: C, H and W must be static", str(path), "re-export with fixed C/H/W (only the batch may be dynamic), e.g. --input-shape x:1x3x32x32")
+
+
+def _reject_unsupported(model: onnx.ModelProto, path: Path, canonical: bool) -> None:
+    problems = unsupported_nodes(model, canonical)
+    if problems:
+        where = ", ".join(problems[:8]) + (f" and {len(problems) - 8} more" if len(problems) > 8 else "")
+        raise UnsupportedOpError(
+            "E110", "unsupported-op", f"{len(problems)} node(s) use operators odimo cannot import",
+            f"{path.name}: {where}", "replace them, or cut the graph with onnx.utils.extract_model and map the supported part",
+        )
+
+
+def _infer_shapes_strict(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
+        raise _fail("E107", "shape-inference", f"strict shape inference fails: {str(exc).strip().splitlines()[0]}", str(path), "re-export with static shapes (only the batch may be dynamic)") from None
+    batch = value_shape(inferred.graph.input[0])[0]
+    for info in inferred.graph.value_info:
+        shape = value_shape(info)
+        dynamic = [d for k, d in enumerate(shape) if not isinstance(d, int) and not (k == 0 and d == batch)]
+        if dynamic:
+            raise _fail("E107", "dynamic-shape", f"tensor '{info.name}' has shape {list(shape)}: every dim but the batch must be static", str(path), "re-export with fixed C/H/W so every intermediate shape is known")
+    return inferred
+
+
+def _reject_non_finite(model: onnx.ModelProto, path: Path) -> None:
+    bad = []
+    for init in model.graph.initializer:
+        values = numpy_helper.to_array(init)
+        if np.issubdtype(values.dtype, np.floating):
+            count = int(np.count_nonzero(~np.isfinite(values)))
+            if count:
+                bad.append(f"'{init.name}' ({count} of {values.size} values)")
+    if bad:
+        raise _fail("E116", "non-finite", f"{len(bad)} initializer(s) hold NaN or Inf", f"{path.name}: {', '.join(bad[:8])}", "the training that produced the model diverged; export a checkpoint with finite weights")
