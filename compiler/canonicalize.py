@@ -100,7 +100,7 @@ def _rename_value(graph: onnx.GraphProto, old: str, new: str) -> None:
 
 
 def _set_initializer(graph: onnx.GraphProto, name: str, value: np.ndarray) -> None:
-    tensor = numpy_helper.from_array(np.ascontiguousarray(value), name)
+    tensor = numpy_helper.from_array(np.asarray(value, order="C"), name)  # ascontiguousarray makes 0-d 1-d
     for i, init in enumerate(graph.initializer):
         if init.name == name:
             graph.initializer[i].CopyFrom(tensor)

@@ -100,6 +100,10 @@ class Coupling:
         """The group of the space a Conv/Gemm node produces."""
         return self.group(self.group_of_space[layer])
 
+    def group_of_value(self, value: str) -> ChannelGroup:
+        """The group of a value's first channel segment (a depthwise conv passes its input's)."""
+        return self.group(self.group_of_space[self.views[value][0].space])
+
     def dependents(self, layer: str) -> Dependents:
         group = self.group_of_layer(layer)
         touches = lambda view: any(self.group_of_space[s.space] == group.id for s in view)  # noqa: E731

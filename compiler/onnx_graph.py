@@ -96,3 +96,13 @@ def opset_version(model: onnx.ModelProto) -> int:
 def describe_node(index: int, node: onnx.NodeProto) -> str:
     """`node #41 'attn/MatMul' (MatMul)`: how every message points at a node."""
     return f"node #{index} '{node.name}' ({node.op_type})"
+
+
+def drop_unused_initializers(graph: onnx.GraphProto) -> int:
+    """Remove initializers no node reads (a rewrite left them behind); return how many."""
+    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    kept = [init for init in graph.initializer if init.name in used]
+    dropped = len(graph.initializer) - len(kept)
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return dropped

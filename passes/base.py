@@ -1,0 +1,45 @@
+"""What every graph pass returns, and the registry that names them.
+
+A pass leaves its input untouched and returns a new model plus a record of what it did; policy
+(which channel goes to which CU) is always an argument, never decided inside a pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import onnx
+
+# Layer name -> CU name of each output channel, in original channel order ("host" for host layers).
+Assignment = Mapping[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class PassResult:
+    model: onnx.ModelProto
+    changed: bool
+    report: dict[str, int] = field(default_factory=dict)
+
+
+PASSES: dict[str, Callable[..., PassResult]] = {}
+
+
+def register_pass(name: str) -> Callable[[Callable[..., PassResult]], Callable[..., PassResult]]:
+    def decorate(fn: Callable[..., PassResult]) -> Callable[..., PassResult]:
+        assert name not in PASSES, f"pass {name!r} registered twice"
+        PASSES[name] = fn
+        return fn
+
+    return decorate
+
+
+def cu_ranges(cus: tuple[str, ...], cu_order: tuple[str, ...]) -> dict[str, tuple[int, int]]:
+    """Stored [start, end) of each CU once a layer's channels are sorted by CU (empty CUs omitted)."""
+    ranges, start = {}, 0
+    for cu in cu_order:
+        count = sum(1 for c in cus if c == cu)
+        if count:
+            ranges[cu] = (start, start + count)
+            start += count
+    return ranges
