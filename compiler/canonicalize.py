@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 import onnx
+import onnx.inliner
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
@@ -75,7 +76,7 @@ def _name_nodes(model: onnx.ModelProto) -> list[str]:
     for k, node in enumerate(model.graph.node):
         base = node.name or f"{node.op_type}_{k}"
         name = base
-        if name in seen:
+        while name in seen:  # `while`: an explicit 'conv#1' may already hold the first suffix
             seen[base] += 1
             name = f"{base}#{seen[base]}"
         seen.setdefault(name, 0)
@@ -254,6 +255,8 @@ def _reshape_to_flatten(model: onnx.ModelProto) -> list[str]:
             continue
         if node.op_type == "Squeeze" and not _squeezes_only_spatial(node, index, src):
             continue
+        if node.op_type == "Reshape" and not _batch_free_target(node, index, src):
+            continue
         node.op_type = "Flatten"
         del node.input[1:]
         del node.attribute[:]
@@ -269,6 +272,20 @@ def _is_flattening(src: tuple | None, dst: tuple | None) -> bool:
     if not all(isinstance(d, int) for d in tail) or not isinstance(dst[1], int):
         return False
     return int(np.prod(tail)) == dst[1] and (src[0] == dst[0] or not isinstance(src[0], int))
+
+
+def _batch_free_target(node: onnx.NodeProto, index: GraphIndex, src: tuple) -> bool:
+    """A constant Reshape target that flattens at every batch the Reshape accepts.
+
+    Declared shapes cannot prove it (an exporter may label the output [batch, C*H*W]); the target
+    can. [0, -1], [-1, C*H*W] and [k, C*H*W] (runs at batch k only) are Flatten. [k, -1] with a batch
+    other than a static k is not: at batch 3, [1, -1] gives [1, 3*C*H*W].
+    """
+    target = index.array(node.input[1]).tolist() if index.is_constant(node.input[1]) else []
+    if len(target) != 2:
+        return False
+    first, second = target
+    return not (first > 0 and second == -1 and first != src[0])
 
 
 def _squeezes_only_spatial(node: onnx.NodeProto, index: GraphIndex, src: tuple) -> bool:

@@ -122,7 +122,8 @@ def _parse(raw: bytes, path: Path) -> onnx.ModelProto:
     except (DecodeError, ValueError, RuntimeError) as exc:
         kind = "text, not a binary ONNX protobuf" if _looks_like_text(raw) else f"a corrupt or truncated protobuf ({exc})"
         code = "E103" if _looks_like_text(raw) else "E102"
-        raise _fail(code, "corrupt-protobuf" if code == "E102" else "not-onnx", f"the file is {kind}", f"{path} ({len(raw)} bytes)", "re-export or re-download the model") from None
+        fix = "re-export or re-download the model" if code == "E102" else _EXPORT_HINT
+        raise _fail(code, "corrupt-protobuf" if code == "E102" else "not-onnx", f"the file is {kind}", f"{path} ({len(raw)} bytes)", fix) from None
     if not model.HasField("graph") or len(model.graph.node) == 0 or not model.ir_version:
         raise _fail("E103", "not-onnx", "the file parses but holds no ONNX graph (no ir_version or no nodes)", f"{path} ({len(raw)} bytes)", _EXPORT_HINT)
     return model

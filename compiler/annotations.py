@@ -1,0 +1,79 @@
+"""The side table of CU labels the annotate pass writes (onnx-io.md §3 'Annotations').
+
+Built from the report rows, so the labels in the ONNX and the numbers in the JSON cannot disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from odimo.passes.annotate import NodeNote
+from odimo.passes.base import cu_ranges
+
+# How a CU stores weights in each emission mode (odimo.weight_format).
+WEIGHT_FORMATS = {"qdq": {"digital": "int8", "analog": "ternary", "cluster": "int8", "dwe": "int8"}}
+
+
+def channel_ranges(indices: list[int]) -> str:
+    """[0, 1, 2, 3, 7] -> '0-3,7': compact and readable in Netron's metadata panel."""
+    parts, start = [], None
+    for k, value in enumerate(indices):
+        if start is None:
+            start = value
+        if k + 1 == len(indices) or indices[k + 1] != value + 1:
+            parts.append(str(start) if start == value else f"{start}-{value}")
+            start = None
+    return ",".join(parts)
+
+
+def layer_notes(report: dict[str, Any], reindexed: set[str], substitutes: dict[str, str]) -> dict[str, NodeNote]:
+    """`substitutes` maps a layer to the CU that runs a depthwise substitute of it (Darkside)."""
+    notes: dict[str, NodeNote] = {}
+    emit = report["emit"]
+    order = (*report["target"]["cus"], "host")
+    for row in report["layers"]:
+        name, channels = row["name"], row["channels"]
+        cus = tuple(cu for cu in order for _ in channels.get(cu, []))
+        ranges = cu_ranges(cus, order)
+        split = len(ranges) > 1
+        for cu, (start, end) in ranges.items():
+            cycles = (row["cycles"] or {}).get(cu)
+            fmt = WEIGHT_FORMATS.get(emit, {}).get(cu, "float32")
+            op = "Conv(depthwise substitute)" if substitutes.get(name) == cu else row["op"]
+            props = {
+                "odimo.cu": cu,
+                "odimo.source_node": name,
+                "odimo.channels": channel_ranges(channels[cu]),
+                "odimo.op": op,
+                "odimo.weight_format": fmt,
+                "odimo.group": f"{row['group']}:{row['policy']}",
+            }
+            if split:
+                props["odimo.concat_range"] = f"{start}:{end}"
+            if cycles is not None:
+                props["odimo.cycles"] = f"{cycles:g}"
+            if name in reindexed:
+                props["odimo.reindexed"] = "true"
+            doc = f"{name} → {cu} ({fmt}): {end - start} of {len(cus)} channels"
+            doc += f", concat {start}:{end}" if split else ""
+            doc += f", {cycles:,.0f} cycles" if cycles is not None else ""
+            notes[f"{name}/{cu}"] = NodeNote(props, doc)
+        if split:
+            notes[f"{name}/concat"] = NodeNote({"odimo.role": "concat", "odimo.source_node": name, "odimo.cu": "host"}, f"{name}: joins {', '.join(ranges)} in CU order")
+        if name in substitutes and split:
+            cu = substitutes[name]
+            notes[f"{name}/{cu}/slice"] = NodeNote({"odimo.role": "input-slice", "odimo.source_node": name, "odimo.cu": "host"}, f"{name}: input channels of {cu}")
+    return notes
+
+
+def model_doc(report: dict[str, Any]) -> str:
+    """'DIANA, latency, λ=1e-08: 86,964 cycles (0.334 ms @ 260 MHz), 2.96× vs All-8bit'."""
+    total = report["totals"]["all"]
+    mhz = report["target"]["frequency_hz"] / 1e6
+    lam = report["lambda"]
+    head = f"{report['target']['name'].upper()}, {report['objective']}, " + (f"λ={lam:g}" if lam is not None else f"mapping {report['mapping']}")
+    text = f"{head}: {total['cycles']:,.0f} cycles ({total['latency_ms']:.3f} ms @ {mhz:g} MHz)"
+    if report["baselines"] and total["cycles"]:
+        first = report["baselines"][0]
+        text += f", {first['cycles'] / total['cycles']:.2f}× vs {first['name']}"
+    return text

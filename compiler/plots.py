@@ -1,0 +1,46 @@
+"""Plots as pure functions of a report: PNG bytes, deterministic for the same report."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+
+CU_COLORS = {"digital": "#1f77b4", "analog": "#ff7f0e", "cluster": "#2ca02c", "dwe": "#d62728", "host": "#7f7f7f"}
+
+
+def split_plot(report: dict[str, Any]) -> bytes:
+    """Paper Fig. 8/9: per layer, the fraction of channels on each CU, and cycles per CU (log)."""
+    rows = [r for r in report["layers"] if r["class"] != "host"]
+    cus = report["target"]["cus"]
+    names = [r["name"] for r in rows]
+    x = range(len(rows))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6.0, 0.35 * len(rows) + 2), 6), sharex=True)
+    bottoms = [0.0] * len(rows)
+    for cu in cus:
+        fractions = [r["split"].get(cu, 0) / sum(r["split"].values()) for r in rows]
+        top.bar(x, fractions, bottom=bottoms, color=CU_COLORS.get(cu), label=cu)
+        bottoms = [b + f for b, f in zip(bottoms, fractions)]
+    top.set_ylabel("channel fraction")
+    top.legend(loc="upper right", fontsize="small")
+    top.set_title(f"{report['target']['name']}: {report['mapping']} — {report['totals']['all']['cycles']:,.0f} cycles")
+    width = 0.8 / len(cus)
+    for k, cu in enumerate(cus):
+        cycles = [max((r["cycles"] or {}).get(cu, 0.0), 0.0) for r in rows]
+        bars = bottom.bar([i + (k - (len(cus) - 1) / 2) * width for i in x], cycles, width=width, color=CU_COLORS.get(cu), label=cu)
+        for bar, row in zip(bars, rows):
+            if row["latency_cycles"] and (row["cycles"] or {}).get(cu) == row["latency_cycles"]:
+                bar.set_edgecolor("black")
+                bar.set_linewidth(1.2)
+    bottom.set_yscale("symlog", linthresh=1.0)
+    bottom.set_ylabel("cycles (bounding CU outlined)")
+    bottom.set_xticks(list(x), names, rotation=90, fontsize="x-small")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    return buffer.getvalue()

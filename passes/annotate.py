@@ -1,0 +1,48 @@
+"""Annotation, last: CU labels as node metadata and doc strings, the report as model metadata.
+
+Written with plain onnx from a side table, after every other rewrite, because graph-surgeon drops
+metadata and doc strings and version_converter drops node metadata (onnx-io.md §3). Metadata on
+standard ops passes the checker and onnxruntime; attributes would not.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import onnx
+
+from odimo.passes.base import PassResult, register_pass
+
+
+@dataclass(frozen=True)
+class NodeNote:
+    """What to write on one node: sorted-key metadata and the text Netron shows as description."""
+
+    props: dict[str, str]
+    doc: str = ""
+
+
+@register_pass("annotate")
+def annotate(model: onnx.ModelProto, notes: Mapping[str, NodeNote], model_props: Mapping[str, str], model_doc: str) -> PassResult:
+    work = copy.deepcopy(model)
+    annotated = 0
+    for node in work.graph.node:
+        note = notes.get(node.name)
+        if note is None:
+            continue
+        _set_props(node.metadata_props, note.props)
+        if note.doc:
+            node.doc_string = note.doc
+        annotated += 1
+    _set_props(work.metadata_props, model_props)
+    work.doc_string = model_doc
+    return PassResult(work, changed=True, report={"nodes_annotated": annotated})
+
+
+def _set_props(field, props: Mapping[str, str]) -> None:
+    existing = {entry.key: entry.value for entry in field if entry.key not in props}
+    merged = {**existing, **props}
+    del field[:]
+    field.extend(onnx.StringStringEntryProto(key=k, value=merged[k]) for k in sorted(merged))
