@@ -58,6 +58,7 @@ def layer_notes(report: dict[str, Any], reindexed: set[str], substitutes: dict[s
             doc += f", concat {start}:{end}" if split else ""
             doc += f", {cycles:,.0f} cycles" if cycles is not None else ""
             notes[f"{name}/{cu}"] = NodeNote(props, doc)
+            notes[f"{name}/{cu}/dequant"] = NodeNote({"odimo.role": "dequant", "odimo.source_node": name, "odimo.cu": cu}, f"{name} → {cu}: {fmt} weights to float")
         if split:
             notes[f"{name}/concat"] = NodeNote({"odimo.role": "concat", "odimo.source_node": name, "odimo.cu": "host"}, f"{name}: joins {', '.join(ranges)} in CU order")
         if name in substitutes and split:

@@ -86,7 +86,7 @@ def load_model(path: str | Path, verify_seed: int = 0) -> ImportedModel:
     canonical, rewrites = canonicalize(model)
     canonical = _infer_shapes_strict(canonical, path)
     _reject_unsupported(canonical, path, canonical=True)
-    require_equivalent(model, canonical, probe_batch(model, verify_seed, count=4), "import canonicalization")
+    require_equivalent(_runnable(model), canonical, probe_batch(model, verify_seed, count=4), "import canonicalization")
     return ImportedModel(
         path=path,
         source_sha256=hashlib.sha256(raw).hexdigest(),
@@ -94,6 +94,18 @@ def load_model(path: str | Path, verify_seed: int = 0) -> ImportedModel:
         model=canonical,
         rewrites=rewrites,
     )
+
+
+def _runnable(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` as onnxruntime loads it: ORT rejects duplicate node names, which canonicalize cures."""
+    names = [n.name for n in model.graph.node if n.name]
+    if len(names) == len(set(names)):
+        return model
+    unnamed = onnx.ModelProto()
+    unnamed.CopyFrom(model)
+    for node in unnamed.graph.node:
+        node.name = ""
+    return unnamed
 
 
 def _fail(code: str, slug: str, what: str, where: str, fix: str) -> ModelImportError:

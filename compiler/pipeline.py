@@ -7,6 +7,7 @@ stage is re-raised naming the stage (exit code 3: a bug in odimo, not in the use
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,12 +22,17 @@ from odimo.compiler.emit import OutputFile, check_onnx_file, model_bytes, write_
 from odimo.compiler.errors import MappingError, NoSearchableLayerError, OdimoError, OutputPathError, VerificationError
 from odimo.compiler.importer import ImportedModel, load_model
 from odimo.compiler.plan import TargetPlan, plan_for_target
+from odimo.compiler.plots import split_plot
+from odimo.compiler.quantize import quantize_layers
 from odimo.compiler.report import RunFacts, build_report, embedded_json
 from odimo.compiler.verify import Comparison, compare, probe_batch
 from odimo.passes.annotate import NodeNote, annotate
+from odimo.passes.base import PassResult
 from odimo.passes.mix_substitutes import diagonal_substitutes, mix_substitutes
 from odimo.passes.order_channels import order_channels
+from odimo.passes.qdq_weights import qdq_weights
 from odimo.passes.reorder_channels import reorder_channels
+from odimo.passes.set_weights import set_weights
 from odimo.passes.split_layers import Substitute, split_layers
 from odimo.targets import get_target
 from odimo.targets.base import Role, Target
@@ -53,6 +59,7 @@ class CompileOptions:
 @dataclass(frozen=True)
 class OutputPaths:
     model: Path
+    float_model: Path
     report: Path
     mapping: Path
     plot: Path
@@ -61,7 +68,7 @@ class OutputPaths:
     def beside(output: Path, report: Path | None) -> "OutputPaths":
         stem = output.name[: -len(".onnx")] if output.name.endswith(".onnx") else output.name
         folder = output.parent
-        return OutputPaths(output, report or folder / f"{stem}.report.json", folder / f"{stem}.mapping.json", folder / f"{stem}.split.png")
+        return OutputPaths(output, folder / f"{stem}.float.onnx", report or folder / f"{stem}.report.json", folder / f"{stem}.mapping.json", folder / f"{stem}.split.png")
 
 
 @dataclass(frozen=True)
@@ -95,8 +102,8 @@ def stage(name: str) -> Iterator[None]:
 def compile(model: str | Path, options: CompileOptions) -> CompileResult:  # noqa: A001 - the verb users expect
     source = Path(model)
     target = get_target(options.target)
-    emit = options.emit or "float"
-    paths = _output_paths(source, options)
+    emit = options.emit or target.default_emit
+    paths = _output_paths(source, options, emit)
     with stage("import"):
         imported = load_model(source, verify_seed=options.seed)
     with stage("analyse"):
@@ -105,28 +112,57 @@ def compile(model: str | Path, options: CompileOptions) -> CompileResult:  # noq
     with stage("search"):
         mapping, mapping_source = _resolve_mapping(options.mapping, plan, source)
     with stage("transform"):
-        transformed = transform(imported.model, plan, mapping)
+        emitted = emit_graphs(imported.model, plan, mapping, emit, initial_substitutes(imported.model, plan, mapping))
     with stage("verify"):
         costs = cost_table(plan.analysis.geometries, target, mapping)
         facts = RunFacts(mapping_source, options.objective, options.lam, options.seed, emit, {"float": None, "final": None})
         report = build_report(imported, plan, mapping, costs, baseline_costs(plan.analysis.geometries, target), facts)
-        final = annotate_model(transformed, report, imported, options).model
-        comparison = compare(transformed.reference, final, probe_batch(imported.model, options.seed))
-        if not comparison.passed:
-            raise VerificationError("E900", "verification-failed", f"the partitioned model differs from the reference: max |y - y_ref| = {comparison.max_abs_diff:.3g} > {comparison.bound:.3g}", fix="this is a bug in odimo; please report it with the model (nothing was written)")
+        probes = probe_batch(imported.model, options.seed)
+        float_model = annotate_model(emitted.transformed, emitted.transformed.partitioned, report, imported).model
+        main_model = annotate_model(emitted.transformed, emitted.main, report, imported).model if emitted.main is not None else float_model
+        comparison = _require_match(emitted.transformed.reference, float_model, probes, "the partitioned float model")
+        if main_model is not float_model:
+            _require_match(float_model, main_model, probes, "the QDQ model")
     with stage("emit"):
-        report["emission"] = {"files": {paths.model.name: _sha256(model_bytes(final))}, "max_abs_diff": comparison.max_abs_diff, "top1_agreement": comparison.top1_agreement}
-        write_atomically(_output_files(paths, final, transformed.reference, report, mapping, imported.model, options.seed))
+        files = [OutputFile(paths.model, model_bytes(main_model), _disk_check(float_model if main_model is not float_model else emitted.transformed.reference, probes))]
+        if main_model is not float_model:
+            files.append(OutputFile(paths.float_model, model_bytes(float_model), _disk_check(emitted.transformed.reference, probes)))
+        report["emission"] = {"files": {f.path.name: _sha256(f.payload) for f in files}, "max_abs_diff": comparison.max_abs_diff, "top1_agreement": comparison.top1_agreement}
+        files += [
+            OutputFile(paths.report, (json.dumps(report, indent=1, sort_keys=True) + "\n").encode()),
+            OutputFile(paths.mapping, mapping.to_json().encode()),
+            OutputFile(paths.plot, split_plot(report)),
+        ]
+        write_atomically(files)
     return CompileResult(paths, report, mapping, comparison)
 
 
-def transform(model: onnx.ModelProto, plan: TargetPlan, mapping: Mapping, trained_substitutes: dict[str, Substitute] | None = None) -> Transformed:
+@dataclass(frozen=True)
+class EmittedGraphs:
+    transformed: Transformed
+    main: onnx.ModelProto | None  # the QDQ model, when that is the main output
+
+
+def emit_graphs(model: onnx.ModelProto, plan: TargetPlan, mapping: Mapping, emit: str, substitutes: dict[str, Substitute]) -> EmittedGraphs:
+    """The float partition of `model` (fake-quantized first for QDQ) and, for QDQ, its integer form."""
+    if emit == "float":
+        return EmittedGraphs(transform(model, plan, mapping, substitutes), None)
+    quantized = quantize_layers(model, plan, mapping, substitutes)
+    transformed = transform(set_weights(model, quantized.weights).model, plan, mapping, quantized.substitutes)
+    return EmittedGraphs(transformed, qdq_weights(transformed.partitioned, quantized.sublayer_steps(mapping)).model)
+
+
+def initial_substitutes(model: onnx.ModelProto, plan: TargetPlan, mapping: Mapping) -> dict[str, Substitute]:
+    """Substitute weights for an untrained mapping: the diagonal init of mix_substitutes."""
+    cu = plan.target.substitute_cu
+    if cu is None:
+        return {}
+    layers = [p.name for p in plan.searchable if cu in mapping.layers[p.name]]
+    return diagonal_substitutes(model, layers, cu)
+
+
+def transform(model: onnx.ModelProto, plan: TargetPlan, mapping: Mapping, substitutes: dict[str, Substitute]) -> Transformed:
     """Order, reorder and split: the partitioned float graph and the reference it must equal."""
-    substitute_cu = plan.target.substitute_cu
-    substitutes: dict[str, Substitute] = {}
-    if substitute_cu is not None:
-        layers = [p.name for p in plan.searchable if substitute_cu in mapping.layers[p.name]]
-        substitutes = {name: sub for name, sub in (trained_substitutes or diagonal_substitutes(model, layers, substitute_cu)).items() if name in layers}
     reference = mix_substitutes(model, mapping.layers, substitutes).model if substitutes else model
     order = order_channels(plan, mapping.layers)
     reordered = reorder_channels(model, plan.analysis.coupling, order)
@@ -135,9 +171,27 @@ def transform(model: onnx.ModelProto, plan: TargetPlan, mapping: Mapping, traine
     return Transformed(reference, partitioned, frozenset(reindexed), {name: sub.cu for name, sub in substitutes.items()})
 
 
-def annotate_model(transformed: Transformed, report: dict[str, Any], imported: ImportedModel, options: CompileOptions):
+def _require_match(reference: onnx.ModelProto, candidate: onnx.ModelProto, probes: np.ndarray, what: str) -> Comparison:
+    result = compare(reference, candidate, probes)
+    if not result.passed:
+        raise VerificationError("E900", "verification-failed", f"{what} differs from its reference: max |y - y_ref| = {result.max_abs_diff:.3g} > {result.bound:.3g}", fix="this is a bug in odimo; please report it with the model (nothing was written)")
+    return result
+
+
+def _disk_check(reference: onnx.ModelProto, probes: np.ndarray):
+    """The §4 gate on the staged file: checker, inference, ORT load, and the comparison again."""
+
+    def check(path: Path) -> None:
+        check_onnx_file(path)
+        _require_match(reference, onnx.load(str(path)), probes, f"{path.name} read back from disk")
+
+    return check
+
+
+def annotate_model(transformed: Transformed, model: onnx.ModelProto, report: dict[str, Any], imported: ImportedModel) -> PassResult:
+    """Label `model` (the float or QDQ partition of `transformed`) from the report rows."""
     notes = layer_notes(report, set(transformed.reindexed), transformed.substitutes)
-    for node in transformed.partitioned.graph.node:
+    for node in model.graph.node:
         if node.name not in notes:
             props = {"odimo.cu": "host"}
             if node.name in transformed.reindexed:
@@ -154,7 +208,7 @@ def annotate_model(transformed: Transformed, report: dict[str, Any], imported: I
         "odimo.source.sha256": imported.source_sha256,
         "odimo.report": embedded_json(report),
     }
-    return annotate(transformed.partitioned, notes, props, model_doc(report))
+    return annotate(model, notes, props, model_doc(report))
 
 
 def _reindexed_nodes(plan: TargetPlan, perms: dict[str, np.ndarray]) -> set[str]:
@@ -163,7 +217,7 @@ def _reindexed_nodes(plan: TargetPlan, perms: dict[str, np.ndarray]) -> set[str]
     return {p.node for p in coupling.params if touched(p.view)} | {s.node for s in coupling.sinks if touched(s.view)}
 
 
-def _output_paths(source: Path, options: CompileOptions) -> OutputPaths:
+def _output_paths(source: Path, options: CompileOptions, emit: str) -> OutputPaths:
     output = options.output or source.with_name(f"{source.stem}.{options.target}.onnx")
     if output.resolve() == source.resolve():
         raise OutputPathError("E130", "output-path", "the output path is the input model; odimo never overwrites its input", str(output), "choose another -o path (the default is MODEL.<target>.onnx)")
@@ -171,6 +225,8 @@ def _output_paths(source: Path, options: CompileOptions) -> OutputPaths:
         raise OutputPathError("E130", "output-path", "the output path is a directory", str(output), "give a file name, e.g. -o out/model.onnx")
     if not output.parent.is_dir():
         raise OutputPathError("E130", "output-path", "the output folder does not exist", str(output.parent), "create it first (odimo does not create folders)")
+    if emit not in EMIT_MODES:
+        raise OutputPathError("E130", "emit-mode", f"unknown emission mode '{emit}'", fix=f"use one of {', '.join(EMIT_MODES)}")
     return OutputPaths.beside(output, options.report)
 
 
@@ -194,26 +250,5 @@ def _resolve_mapping(spec: str, plan: TargetPlan, source: Path) -> tuple[Mapping
     return validate_mapping(mapping, plan.analysis.geometries, target, plan.contiguous_layers), label
 
 
-def _output_files(paths: OutputPaths, final: onnx.ModelProto, reference: onnx.ModelProto, report: dict[str, Any], mapping: Mapping, canonical: onnx.ModelProto, seed: int) -> list[OutputFile]:
-    from odimo.compiler.plots import split_plot
-
-    probes = probe_batch(canonical, seed)
-
-    def check_main(path: Path) -> None:
-        check_onnx_file(path)
-        result = compare(reference, onnx.load(str(path)), probes)
-        if not result.passed:
-            raise VerificationError("E900", "verification-failed", f"{path.name} read back from disk differs from the reference by {result.max_abs_diff:.3g}", fix="this is a bug in odimo; please report it")
-
-    return [
-        OutputFile(paths.model, model_bytes(final), check_main),
-        OutputFile(paths.report, (json.dumps(report, indent=1, sort_keys=True) + "\n").encode()),
-        OutputFile(paths.mapping, mapping.to_json().encode()),
-        OutputFile(paths.plot, split_plot(report)),
-    ]
-
-
 def _sha256(payload: bytes) -> str:
-    import hashlib
-
     return hashlib.sha256(payload).hexdigest()

@@ -1,0 +1,67 @@
+"""Quantize each layer's weights per channel for the CU that runs it (the QDQ emission's input).
+
+Every channel is quantized in its CU's format (`Target.weight_formats`) with the layer-level scale
+of that format (the int8 pow2 scale is per layer, over all channels; ternary scales are per
+channel), so a channel's numbers do not depend on where its neighbours went.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from odimo.compiler.onnx_graph import GraphIndex
+from odimo.compiler.plan import TargetPlan
+from odimo.passes.split_layers import Substitute
+from odimo.targets.base import Role
+from odimo.targets.mapping import Mapping as CuMapping
+from odimo.targets.quantization import quantize
+
+
+@dataclass(frozen=True)
+class QuantizedLayers:
+    """Dequantized weights to write back, and each channel's step (original channel order)."""
+
+    weights: dict[str, np.ndarray]
+    steps: dict[str, np.ndarray]
+    substitutes: dict[str, Substitute]
+    substitute_steps: dict[str, np.ndarray]
+
+    def sublayer_steps(self, mapping: CuMapping) -> dict[str, np.ndarray]:
+        """Step vector of every emitted node `L/<cu>`, rows in stored (ascending channel) order."""
+        result = {}
+        for layer, steps in self.steps.items():
+            cus = mapping.layers[layer]
+            for cu in dict.fromkeys(cus):
+                channels = [c for c, owner in enumerate(cus) if owner == cu]
+                source = self.substitute_steps[layer] if self.substitutes.get(layer) and self.substitutes[layer].cu == cu else steps
+                result[f"{layer}/{cu}"] = source[channels]
+        return result
+
+
+def quantize_layers(model: onnx.ModelProto, plan: TargetPlan, mapping: CuMapping, substitutes: Mapping[str, Substitute]) -> QuantizedLayers:
+    index = GraphIndex.of(model.graph)
+    formats = plan.target.weight_formats
+    weights, steps = {}, {}
+    for layer in plan.layers:
+        if layer.support.role is Role.HOST:
+            continue
+        weight = index.array(layer.layer.weight)
+        cus = np.array(mapping.layers[layer.name])
+        dequantized = np.empty_like(weight)
+        step = np.empty(weight.shape[0], dtype=np.float32)
+        for cu in dict.fromkeys(cus.tolist()):
+            rows = cus == cu
+            q = quantize(weight, formats[cu])
+            dequantized[rows] = q.dequantize()[rows]
+            step[rows] = q.step[rows]
+        weights[layer.name], steps[layer.name] = dequantized, step
+    quantized_subs, sub_steps = {}, {}
+    for name, sub in substitutes.items():
+        q = quantize(sub.weight, formats[sub.cu])
+        quantized_subs[name] = Substitute(sub.cu, q.dequantize(), sub.bias)
+        sub_steps[name] = q.step
+    return QuantizedLayers(weights, steps, quantized_subs, sub_steps)
