@@ -7,12 +7,17 @@ from typing import Any
 
 from odimo.compiler.analysis import Analysis, analyse
 from odimo.compiler.importer import load_model
+from odimo.compiler.plan import TargetPlan, plan_for_target
+from odimo.targets import get_target
+from odimo.targets.baselines import baseline_costs
+from odimo.targets.costing import CostTable
 
 
 def inspect_model(path: str | Path, target_name: str | None = None) -> dict[str, Any]:
     """Import and analyse `path`; with a target, add each layer's support and baseline costs."""
     imported = load_model(path)
-    analysis = analyse(imported.model)
+    plan = plan_for_target(imported.model, get_target(target_name)) if target_name else None
+    analysis = plan.analysis if plan else analyse(imported.model)
     report: dict[str, Any] = {
         "model": Path(path).name,
         "opset": imported.opset,
@@ -24,7 +29,29 @@ def inspect_model(path: str | Path, target_name: str | None = None) -> dict[str,
             for g in analysis.coupling.groups
         ],
     }
+    if plan is not None:
+        _add_target_columns(report, plan)
     return report
+
+
+def _add_target_columns(report: dict[str, Any], plan: TargetPlan) -> None:
+    """Each layer's support and policy, and every baseline's cycles per layer and in total."""
+    costs = baseline_costs(plan.analysis.geometries, plan.target)
+    report["target"] = plan.target.name
+    for row in report["layers"]:
+        layer = plan.layer(row["name"])
+        row["support"] = layer.support.role.value
+        row["why"] = layer.support.reason
+        row["policy"] = layer.policy.value
+        row["cycles"] = {b.name: _layer_cycles(b.table, row["name"]) for b in costs}
+    report["baselines"] = [
+        {"name": b.name, "cycles": b.table.total.cycles, "searchable_cycles": b.table.searchable.cycles, "energy_uj": b.table.total.energy_uj, "notes": list(b.notes)}
+        for b in costs
+    ]
+
+
+def _layer_cycles(table: CostTable, name: str) -> float | None:
+    return next((row.latency for row in table.layers if row.name == name), None)
 
 
 def _layer_rows(analysis: Analysis) -> list[dict[str, Any]]:
@@ -52,8 +79,9 @@ def _layer_rows(analysis: Analysis) -> list[dict[str, Any]]:
 def render_table(report: dict[str, Any]) -> str:
     """A fixed-width table a human reads in a terminal; the JSON form carries the same data."""
     header = ["layer", "op", "kind", "cin->cout", "k", "s", "g", "out", "group"]
-    extra = [k for k in ("support", "why") if any(k in row for row in report["layers"])]
-    header += extra
+    extra = [k for k in ("support", "policy") if any(k in row for row in report["layers"])]
+    baselines = [b["name"] for b in report.get("baselines", [])]
+    header += extra + baselines
     rows = []
     for row in report["layers"]:
         group = f"{row['group']}{' (rigid)' if row['rigid'] else ''}"
@@ -61,8 +89,17 @@ def render_table(report: dict[str, Any]) -> str:
             row["name"], row["op"], row["kind"], f"{row['c_in']}->{row['c_out']}", "x".join(map(str, row["kernel"])),
             str(row["stride"][0]), str(row["groups"]), "x".join(map(str, row["out_hw"])), group,
         ]
-        rows.append(cells + [str(row.get(k, "")) for k in extra])
+        cycles = [_cycles(row.get("cycles", {}).get(name)) for name in baselines]
+        rows.append(cells + [str(row.get(k, "")) for k in extra] + cycles)
+    if baselines:
+        total = ["total"] + [""] * (len(header) - len(baselines) - 1) + [_cycles(b["cycles"]) for b in report["baselines"]]
+        rows.append(total)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = [f"{report['model']}: input {report['input']['name']} {'x'.join(map(str, report['input']['shape']))}, opset {report['opset']}"]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    lines += [f"  {b['name']}: {b['cycles']:,.2f} cycles, {b['energy_uj']:.3f} µJ" + (f" ({'; '.join(b['notes'])})" if b["notes"] else "") for b in report.get("baselines", [])]
     return "\n".join(lines)
+
+
+def _cycles(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
