@@ -1,0 +1,193 @@
+"""What every target shares: its CUs, what each can run, and the network-level cost model.
+
+A target module states only its per-CU facts (`support`, `cu_latency`, powers). The layer and
+network arithmetic of paper Eq. 3 (latency) and Eq. 4 (energy), hard for reports and smooth for
+the search, lives here once, so a new SoC is one new module that calls `register_target`.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+
+from odimo.compiler.errors import TargetError
+from odimo.compiler.geometry import LayerGeometry
+from odimo.targets.arith import EXACT, TORCH, Arith, Number
+from odimo.targets.quantization import WeightFormat
+
+if TYPE_CHECKING:
+    from odimo.targets.baselines import BaselineRecipe
+
+
+class Role(enum.Enum):
+    """How a costed layer takes part in the search (onnx-io.md §1.4)."""
+
+    SEARCHABLE = "searchable"  # at least two CUs can run it: its channels are searched
+    FIXED = "fixed"  # exactly one CU can run it: all channels there
+    HOST = "host"  # no CU model covers it: kept whole, 0 cycles
+
+
+@dataclass(frozen=True)
+class CU:
+    """A compute unit and its active power (P_act,i of paper Eq. 4), in mW."""
+
+    name: str
+    power_active_mw: float
+
+
+@dataclass(frozen=True)
+class LayerSupport:
+    """Which CUs can run a layer, and, for every CU that cannot, why (one `cu: why` per CU)."""
+
+    role: Role
+    cus: tuple[str, ...]
+    reason: str = ""
+
+
+def smooth_max(t: torch.Tensor, tau: float, dim: int = 0) -> torch.Tensor:
+    """Σ_i softmax(t/τ)_i · t_i: the differentiable stand-in for the max of paper Eq. 3.
+
+    It tends to the hard max as τ → 0 and to the mean as τ → ∞ (method.md §3, R5).
+    """
+    return (torch.softmax(t / tau, dim=dim) * t).sum(dim=dim)
+
+
+class Target(abc.ABC):
+    """An SoC: a fixed, ordered tuple of CUs that run disjoint output channels of a layer in parallel.
+
+    Subclasses set the class attributes and implement `support` and `cu_latency`; instances are
+    stateless, so one per target is registered in `TARGETS`.
+    """
+
+    name: ClassVar[str]
+    cu_table: ClassVar[tuple[CU, ...]]  # in the fixed CU order of sub-layers and splits
+    power_idle_mw: ClassVar[float]  # P_idle of paper Eq. 4
+    frequency_hz: ClassVar[int] = 260_000_000
+    default_tau: ClassVar[float]  # smooth-max temperature that keeps the reference λ ranges
+    contiguous: ClassVar[bool]  # a searchable split must be a prefix per CU in CU order
+    # The CU whose channels a substitute op with its own weights computes (Darkside: the dwe runs
+    # a depthwise conv in place of the searched conv), or None if every CU runs the layer's op.
+    substitute_cu: ClassVar[str | None] = None
+    baselines: ClassVar[tuple[BaselineRecipe, ...]]
+
+    @property
+    def cus(self) -> tuple[str, ...]:
+        return tuple(cu.name for cu in self.cu_table)
+
+    @abc.abstractmethod
+    def support(self, layer: LayerGeometry) -> LayerSupport:
+        """Which CUs can run `layer` and whether its channels are searched."""
+
+    @abc.abstractmethod
+    def cu_latency(self, layer: LayerGeometry, cu: str, channels: Number, arith: Arith) -> Number:
+        """Cycles for `channels` output channels of `layer` on `cu` (a CU that can run it).
+
+        The one formula behind `latency` and `latency_torch`; zero channels must cost zero.
+        """
+
+    def latency(self, layer: LayerGeometry, cu: str, channels: float) -> float:
+        """Exact cycles of `channels` output channels on `cu`; an expected count may be fractional."""
+        self._check_cu(cu)
+        if channels == 0:
+            return 0.0
+        self._check_runs(layer, cu)
+        return float(self.cu_latency(layer, cu, channels, EXACT))
+
+    def latency_torch(self, layer: LayerGeometry, cu: str, channels: torch.Tensor) -> torch.Tensor:
+        """Differentiable cycles for a (real, expected) channel count tensor, elementwise."""
+        self._check_cu(cu)
+        self._check_runs(layer, cu)
+        return self.cu_latency(layer, cu, channels, TORCH)
+
+    def cu_cycles(self, layer: LayerGeometry, split: Mapping[str, float]) -> dict[str, float]:
+        """Exact cycles per CU (every CU, in CU order) of `layer` split as `split` (CU -> channels)."""
+        for cu in split:
+            self._check_cu(cu)
+        return {cu: self.latency(layer, cu, split.get(cu, 0)) for cu in self.cus}
+
+    def energy(self, cycles: Mapping[str, float]) -> float:
+        """Paper Eq. 4 of one layer, mW·cycles: Σ_i P_act,i · LAT_i + P_idle · max_i LAT_i."""
+        active = sum(cu.power_active_mw * cycles.get(cu.name, 0.0) for cu in self.cu_table)
+        return active + self.power_idle_mw * max(cycles.values(), default=0.0)
+
+    def layer_latency(self, layer: LayerGeometry, split: Mapping[str, float]) -> float:
+        """Paper Eq. 3 of one layer: the CUs run in parallel, so the slowest one sets the latency."""
+        return max(self.cu_cycles(layer, split).values())
+
+    def layer_energy(self, layer: LayerGeometry, split: Mapping[str, float]) -> float:
+        return self.energy(self.cu_cycles(layer, split))
+
+    def layer_latency_torch(
+        self, layer: LayerGeometry, counts: Mapping[str, torch.Tensor], tau: float | None = None
+    ) -> torch.Tensor:
+        """Eq. 3 with the smooth max, for expected counts per CU (CUs not given have 0 channels)."""
+        return smooth_max(self._stacked_cycles(layer, counts), self._tau(tau))
+
+    def layer_energy_torch(
+        self, layer: LayerGeometry, counts: Mapping[str, torch.Tensor], tau: float | None = None
+    ) -> torch.Tensor:
+        """Eq. 4 with the smooth max in the idle term (method.md §3)."""
+        cycles = self._stacked_cycles(layer, counts)
+        powers = [self.cu_power(cu) for cu in counts]
+        active = sum(p * c for p, c in zip(powers, cycles.unbind(0)))
+        return active + self.power_idle_mw * smooth_max(cycles, self._tau(tau))
+
+    def cu_power(self, cu: str) -> float:
+        """P_act of `cu` in mW."""
+        self._check_cu(cu)
+        return next(c.power_active_mw for c in self.cu_table if c.name == cu)
+
+    def latency_ms(self, cycles: float) -> float:
+        return cycles / self.frequency_hz * 1e3
+
+    def energy_uj(self, mw_cycles: float) -> float:
+        """mW·cycles to µJ: E = P · cycles / F."""
+        return mw_cycles / self.frequency_hz * 1e3
+
+    def _stacked_cycles(self, layer: LayerGeometry, counts: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        if not counts:
+            raise TargetError(
+                "E150", "bad-target", "no channel counts given", where=f"layer '{layer.name}'",
+                fix=f"pass a count for at least one of {', '.join(self.cus)}",
+            )
+        cycles = [self.latency_torch(layer, cu, c) for cu, c in counts.items()]
+        return torch.stack(torch.broadcast_tensors(*cycles))
+
+    def _tau(self, tau: float | None) -> float:
+        return self.default_tau if tau is None else tau
+
+    def _check_cu(self, cu: str) -> None:
+        if cu not in self.cus:
+            raise TargetError(
+                "E150",
+                "bad-target",
+                f"target '{self.name}' has no CU named '{cu}'",
+                fix=f"use one of {', '.join(self.cus)}",
+            )
+
+    def _check_runs(self, layer: LayerGeometry, cu: str) -> None:
+        support = self.support(layer)
+        if cu not in support.cus:
+            can = ", ".join(support.cus) or "none (a host layer)"
+            raise TargetError(
+                "E150",
+                "bad-target",
+                f"CU '{cu}' of target '{self.name}' cannot run this layer ({support.reason})",
+                where=f"layer '{layer.name}'",
+                fix=f"give its channels to a CU that can: {can}",
+            )
+
+
+TARGETS: dict[str, Target] = {}
+
+
+def register_target(target: Target) -> Target:
+    """Make `target` known to `get_target` under its name; a target module calls this once."""
+    assert target.name not in TARGETS, f"target {target.name!r} registered twice"
+    TARGETS[target.name] = target
+    return target

@@ -1,0 +1,170 @@
+"""A mapping: for each mappable layer, the CU of each output channel, and its file (onnx-io.md §5).
+
+The mapping is the one artefact a user may write by hand (`--mapping`), so everything it can get
+wrong is checked here, at the boundary, and reported with code E310.
+"""
+
+from __future__ import annotations
+
+import collections.abc as cabc
+import json
+from collections import Counter
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+
+from odimo.compiler.errors import MappingError
+from odimo.compiler.geometry import LayerGeometry
+from odimo.targets.base import LayerSupport, Role, Target
+
+SCHEMA = "odimo.mapping/1"
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """`layers[name][c]` is the CU of original output channel c of layer `name`."""
+
+    target: str
+    layers: dict[str, tuple[str, ...]]
+
+    def split(self, layer: str) -> dict[str, int]:
+        """Channels per CU of `layer` (only CUs that have some)."""
+        return dict(Counter(self.layers[layer]))
+
+    def to_json(self) -> str:
+        """The §5 file text: layer names sorted, one layer per line, so two mappings diff well."""
+        lines = [
+            f"    {json.dumps(name)}: {json.dumps(list(self.layers[name]))}"
+            for name in sorted(self.layers)
+        ]
+        body = "{\n" + ",\n".join(lines) + "\n  }" if lines else "{}"
+        return (
+            f'{{\n  "schema": {json.dumps(SCHEMA)},\n  "target": {json.dumps(self.target)},\n'
+            f'  "layers": {body}\n}}\n'
+        )
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "mapping") -> Mapping:
+        """Parse §5 text; `source` (a file name) is where errors point."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise _error(f"not JSON ({exc})", source) from None
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+            raise _error(f"schema is {found!r}, expected {SCHEMA!r}", source)
+        target, layers = data.get("target"), data.get("layers")
+        if not isinstance(target, str):
+            raise _error('"target" must be a target name', source)
+        if not isinstance(layers, dict):
+            raise _error('"layers" must map layer names to lists of CU names', source)
+        for name, cus in layers.items():
+            if not isinstance(cus, list) or not all(isinstance(cu, str) for cu in cus):
+                raise _error(f"layer '{name}' must map to a list of CU names", source)
+        return cls(target, {name: tuple(cus) for name, cus in layers.items()})
+
+
+def load_mapping(path: str | PathLike[str]) -> Mapping:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _error(f"cannot read the mapping file ({exc})", str(path)) from None
+    return Mapping.from_json(text, source=str(path))
+
+
+def save_mapping(mapping: Mapping, path: str | PathLike[str]) -> None:
+    Path(path).write_text(mapping.to_json(), encoding="utf-8")
+
+
+def validate_mapping(
+    mapping: Mapping,
+    layers: cabc.Sequence[LayerGeometry],
+    target: Target,
+    contiguous_layers: cabc.Mapping[str, str] | None = None,
+) -> Mapping:
+    """Check `mapping` against the analysed layers and return it with fixed layers filled in.
+
+    `contiguous_layers` names layers whose channels are coupled (residual stream, graph output...)
+    and the node that couples them: their split must give each CU one range, in CU order. Every
+    problem is reported at once, in one MappingError.
+    """
+    if mapping.target != target.name:
+        raise _error(
+            f"the mapping is for target '{mapping.target}', not '{target.name}'",
+            "mapping",
+            fix=f"compile with --target {mapping.target}, or write a mapping for {target.name}",
+        )
+    known = {layer.name for layer in layers}
+    problems = [
+        (name, f"layer '{name}' is not a costed layer of the model")
+        for name in mapping.layers
+        if name not in known
+    ]
+    full: dict[str, tuple[str, ...]] = {}
+    for layer in layers:
+        support = target.support(layer)
+        cus = mapping.layers.get(layer.name)
+        if cus is None:
+            if support.role is Role.SEARCHABLE:
+                problems.append((layer.name, f"searchable layer '{layer.name}' is missing"))
+            elif support.role is Role.FIXED:
+                full[layer.name] = support.cus * layer.c_out
+            continue
+        coupling = (contiguous_layers or {}).get(layer.name)
+        found = _layer_problems(layer, cus, support, target, coupling)
+        problems += [(layer.name, what) for what in found]
+        if not found:
+            full[layer.name] = cus
+    if problems:
+        raise _error(
+            "; ".join(what for _, what in problems),
+            "layers " + ", ".join(dict.fromkeys(f"'{name}'" for name, _ in problems)),
+            fix="fix or remove these entries (odimo-inspect lists the layers and the CUs each can use)",
+        )
+    return Mapping(target.name, full)
+
+
+def _layer_problems(
+    layer: LayerGeometry,
+    cus: tuple[str, ...],
+    support: LayerSupport,
+    target: Target,
+    coupling: str | None,
+) -> list[str]:
+    name = layer.name
+    if support.role is Role.HOST:
+        return [f"layer '{name}' runs whole on the host ({support.reason}) and cannot be mapped"]
+    if len(cus) != layer.c_out:
+        return [f"layer '{name}' has {layer.c_out} output channels, the mapping gives {len(cus)}"]
+    unable = sorted(set(cus) - set(support.cus), key=cus.index)
+    if unable:
+        return [
+            f"layer '{name}' uses unknown CU '{cu}' (target {target.name} has {', '.join(target.cus)})"
+            if cu not in target.cus
+            else f"CU '{cu}' cannot run layer '{name}' ({support.reason}); "
+            f"CUs that can: {', '.join(support.cus)}"
+            for cu in unable
+        ]
+    if _is_prefix_split(cus, target):
+        return []
+    if target.contiguous and support.role is Role.SEARCHABLE:
+        return [
+            f"layer '{name}' has a non-contiguous split: on {target.name} the channels must be "
+            f"{' then '.join(target.cus)}, each one range"
+        ]
+    if coupling is not None:
+        return [
+            f"layer '{name}' is coupled by node '{coupling}' and its split must give each CU one "
+            f"range, in the order {', '.join(target.cus)}"
+        ]
+    return []
+
+
+def _is_prefix_split(cus: tuple[str, ...], target: Target) -> bool:
+    order = [target.cus.index(cu) for cu in cus]
+    return all(a <= b for a, b in zip(order, order[1:]))
+
+
+def _error(what: str, where: str, fix: str = "") -> MappingError:
+    fix = fix or f"write the {SCHEMA} format: onnx-io.md §5, or a mapping odimo-compile saved"
+    return MappingError("E310", "bad-mapping", what, where=where, fix=fix)
