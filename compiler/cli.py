@@ -51,17 +51,53 @@ def compile_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--emit", choices=("qdq", "float"), help="weights as QDQ integers or float (default: qdq for diana, float for darkside)")
     parser.add_argument("--report", type=Path, help="report path (default: OUT.report.json)")
     parser.add_argument("--seed", type=int, default=0, help="seed of probes, data split and training")
+    training = parser.add_argument_group("training (the search, or --train for a given mapping)")
+    training.add_argument("--data", default="fashion-mnist", help="fashion-mnist[:DIR], cifar10:DIR, npz:FILE or synthetic")
+    training.add_argument("--epochs", default="0,1,1", help="warm-up,search,final epochs (the reference: 0,200,200)")
+    training.add_argument("--lambda", dest="lam", type=float, default=1e-7, help="strength of the cost term (raw cycles or mW·cycles)")
+    training.add_argument("--objective", choices=("latency", "energy"), default="latency")
+    training.add_argument("--device", default="cpu", help="cpu or cuda")
+    training.add_argument("--batch-size", type=int, default=128)
+    training.add_argument("--limit-batches", type=int, help="at most N batches per epoch (smoke runs)")
+    training.add_argument("--resume", action="store_true", help="continue from OUT.ckpt/last.pt")
+    training.add_argument("--train", action="store_true", help="fine-tune a baseline or file mapping for the final-phase budget")
+    training.add_argument("--no-progress", action="store_true", help="no progress bars (CI logs)")
     args = parser.parse_args(argv)
 
     def body() -> int:
         from odimo.compiler.pipeline import CompileOptions, compile
+        from odimo.retrain.run import SearchSettings
 
-        options = CompileOptions(target=args.target, mapping=args.mapping, output=args.output, emit=args.emit, report=args.report, seed=args.seed)
-        result = compile(args.model, options)
-        total = result.report["totals"]["all"]
-        print(f"{result.paths.model}: {total['cycles']:,.2f} cycles ({total['latency_ms']:.4f} ms), {total['energy_uj']:.3f} µJ on {args.target}")
-        for baseline in result.report["baselines"]:
-            print(f"  {baseline['name']:<12} {baseline['cycles']:>14,.2f} cycles  {baseline['energy_uj']:.3f} µJ")
+        settings = SearchSettings(
+            data=args.data, epochs=_epochs(args.epochs), lam=args.lam, objective=args.objective, seed=args.seed, device=args.device,
+            batch_size=args.batch_size, limit_batches=args.limit_batches, resume=args.resume, progress=not args.no_progress,
+        )
+        options = CompileOptions(target=args.target, mapping=args.mapping, output=args.output, emit=args.emit, report=args.report, seed=args.seed, train=args.train, search=settings)
+        print(summary(compile(args.model, options).report))
         return 0
 
     return _run("odimo-compile", body)
+
+
+def _epochs(text: str) -> tuple[int, int, int]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) < 0:
+        raise SystemExit(f"odimo-compile: error: --epochs takes three non-negative integers W,S,F, not '{text}'")
+    return values
+
+
+def summary(report: dict) -> str:
+    """What a CI log should show: accuracy, the predicted cost, and the baselines beside it."""
+    total = report["totals"]["all"]
+    acc = report.get("accuracy") or {}
+    lines = [f"{report['target']['name']} / {report['mapping']}: {total['cycles']:,.2f} cycles ({total['latency_ms']:.4f} ms), {total['energy_uj']:.3f} µJ"]
+    if acc.get("final") is not None:
+        lines.append(f"  accuracy: float {acc['float']:.2%} -> odimo {acc['final']:.2%} (onnxruntime {acc.get('onnx', float('nan')):.2%})")
+    for baseline in report["baselines"]:
+        ratio = baseline["cycles"] / total["cycles"] if total["cycles"] else float("nan")
+        lines.append(f"  {baseline['name']:<16} {baseline['cycles']:>14,.2f} cycles  {baseline['energy_uj']:8.3f} µJ  ({ratio:.2f}x odimo's latency)")
+    lines.append(f"  wrote {', '.join(report['emission']['files'])} (+ report, mapping, plot)")
+    return "\n".join(lines)

@@ -182,8 +182,8 @@ def _check_full(model: onnx.ModelProto, path: Path) -> None:
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise _fail("E104", "invalid-model", f"onnx.checker rejects the model: {first}", str(path), "fix the exporter output (onnx.checker.check_model(path, full_check=True) shows the same)") from None
+        text = " ".join(str(exc).split()) or type(exc).__name__  # one line; the node is on a later line
+        raise _fail("E104", "invalid-model", f"onnx.checker rejects the model: {text}", str(path), "fix the exporter output (onnx.checker.check_model(path, full_check=True) shows the same)") from None
 
 
 def _reject_quantized(model: onnx.ModelProto, path: Path) -> None:

@@ -10,7 +10,7 @@ import contextlib
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,10 @@ from odimo.compiler.errors import MappingError, NoSearchableLayerError, OdimoErr
 from odimo.compiler.importer import ImportedModel, load_model
 from odimo.compiler.plan import TargetPlan, plan_for_target
 from odimo.compiler.plots import split_plot
-from odimo.compiler.quantize import quantize_layers
+from odimo.compiler.quantize import QuantizedLayers, quantize_layers
 from odimo.compiler.report import RunFacts, build_report, embedded_json
-from odimo.compiler.verify import Comparison, compare, probe_batch
+from odimo.compiler.verify import Comparison, compare, onnx_accuracy, probe_batch
+from odimo.passes.act_quant import insert_act_quant
 from odimo.passes.annotate import NodeNote, annotate
 from odimo.passes.base import PassResult
 from odimo.passes.mix_substitutes import diagonal_substitutes, mix_substitutes
@@ -34,9 +35,9 @@ from odimo.passes.qdq_weights import qdq_weights
 from odimo.passes.reorder_channels import reorder_channels
 from odimo.passes.set_weights import set_weights
 from odimo.passes.split_layers import Substitute, split_layers
+from odimo.retrain.run import SearchSettings, search
 from odimo.targets import get_target
-from odimo.targets.base import Role, Target
-from odimo.targets.baselines import baseline_costs, baselines_for, build_baseline
+from odimo.targets.baselines import MappingRecipe, baseline_costs, build_baseline
 from odimo.targets.costing import cost_table
 from odimo.targets.mapping import Mapping, load_mapping, validate_mapping
 
@@ -52,14 +53,15 @@ class CompileOptions:
     emit: str | None = None
     report: Path | None = None
     seed: int = 0
-    objective: str = "latency"
-    lam: float | None = None
+    train: bool = False  # fine-tune a given mapping (baseline or file) for the final-phase budget
+    search: SearchSettings = field(default_factory=SearchSettings)
 
 
 @dataclass(frozen=True)
 class OutputPaths:
     model: Path
     float_model: Path
+    checkpoints: Path
     report: Path
     mapping: Path
     plot: Path
@@ -68,7 +70,7 @@ class OutputPaths:
     def beside(output: Path, report: Path | None) -> "OutputPaths":
         stem = output.name[: -len(".onnx")] if output.name.endswith(".onnx") else output.name
         folder = output.parent
-        return OutputPaths(output, folder / f"{stem}.float.onnx", report or folder / f"{stem}.report.json", folder / f"{stem}.mapping.json", folder / f"{stem}.split.png")
+        return OutputPaths(output, folder / f"{stem}.float.onnx", folder / f"{stem}.ckpt", report or folder / f"{stem}.report.json", folder / f"{stem}.mapping.json", folder / f"{stem}.split.png")
 
 
 @dataclass(frozen=True)
@@ -110,23 +112,39 @@ def compile(model: str | Path, options: CompileOptions) -> CompileResult:  # noq
         plan = plan_for_target(imported.model, target)
         _require_searchable(plan, source)
     with stage("search"):
-        mapping, mapping_source = _resolve_mapping(options.mapping, plan, source)
+        given = None if options.mapping == "search" else _resolve_mapping(options.mapping, plan, source)
+        trained = None
+        if given is None or options.train:
+            settings = replace(options.search, seed=options.seed, checkpoint_dir=paths.checkpoints)
+            trained = search(imported, plan, settings, given[0] if given else None)
+        mapping = validate_mapping(trained.mapping, plan.analysis.geometries, target, plan.contiguous_layers) if trained else given[0]
+        mapping_source = given[1] if given else "search"
     with stage("transform"):
-        emitted = emit_graphs(imported.model, plan, mapping, emit, initial_substitutes(imported.model, plan, mapping))
+        if trained is not None:
+            emitted = emit_graphs(trained.model, plan, mapping, emit, trained.substitutes, trained.quantized)
+        else:
+            emitted = emit_graphs(imported.model, plan, mapping, emit, initial_substitutes(imported.model, plan, mapping))
     with stage("verify"):
         costs = cost_table(plan.analysis.geometries, target, mapping)
-        facts = RunFacts(mapping_source, options.objective, options.lam, options.seed, emit, {"float": None, "final": None})
+        accuracy = dict(trained.accuracy) if trained else {"float": None, "final": None}
+        lam = options.search.lam if trained and given is None else None
+        facts = RunFacts(mapping_source, options.search.objective, lam, options.seed, emit, accuracy)
         report = build_report(imported, plan, mapping, costs, baseline_costs(plan.analysis.geometries, target), facts)
+        if trained is not None:
+            report["training"] = {"phase_seconds": trained.phase_seconds, "history": trained.history, "epochs": list(options.search.epochs), "data": options.search.data}
         probes = probe_batch(imported.model, options.seed)
-        float_model = annotate_model(emitted.transformed, emitted.transformed.partitioned, report, imported).model
-        main_model = annotate_model(emitted.transformed, emitted.main, report, imported).model if emitted.main is not None else float_model
-        comparison = _require_match(emitted.transformed.reference, float_model, probes, "the partitioned float model")
-        if main_model is not float_model:
-            _require_match(float_model, main_model, probes, "the QDQ model")
+        comparison = _require_match(emitted.transformed.reference, emitted.transformed.partitioned, probes, "the partitioned float model")
+        if emitted.main is not None:
+            _require_match(emitted.transformed.partitioned, emitted.main, probes, "the QDQ model")
+        act_quant = trained.act_quant if trained else {}
+        float_model = annotate_model(emitted.transformed, insert_act_quant(emitted.transformed.partitioned, act_quant).model, report, imported).model
+        main_model = annotate_model(emitted.transformed, insert_act_quant(emitted.main, act_quant).model, report, imported).model if emitted.main is not None else float_model
+        if trained is not None:
+            report["accuracy"]["onnx"] = onnx_accuracy(main_model, *trained.test_data)
     with stage("emit"):
-        files = [OutputFile(paths.model, model_bytes(main_model), _disk_check(float_model if main_model is not float_model else emitted.transformed.reference, probes))]
+        files = [OutputFile(paths.model, model_bytes(main_model), _disk_check(main_model, probes))]
         if main_model is not float_model:
-            files.append(OutputFile(paths.float_model, model_bytes(float_model), _disk_check(emitted.transformed.reference, probes)))
+            files.append(OutputFile(paths.float_model, model_bytes(float_model), _disk_check(float_model, probes)))
         report["emission"] = {"files": {f.path.name: _sha256(f.payload) for f in files}, "max_abs_diff": comparison.max_abs_diff, "top1_agreement": comparison.top1_agreement}
         files += [
             OutputFile(paths.report, (json.dumps(report, indent=1, sort_keys=True) + "\n").encode()),
@@ -143,12 +161,17 @@ class EmittedGraphs:
     main: onnx.ModelProto | None  # the QDQ model, when that is the main output
 
 
-def emit_graphs(model: onnx.ModelProto, plan: TargetPlan, mapping: Mapping, emit: str, substitutes: dict[str, Substitute]) -> EmittedGraphs:
-    """The float partition of `model` (fake-quantized first for QDQ) and, for QDQ, its integer form."""
+def emit_graphs(model: onnx.ModelProto, plan: TargetPlan, mapping: Mapping, emit: str, substitutes: dict[str, Substitute], quantized: QuantizedLayers | None = None) -> EmittedGraphs:
+    """The float partition of `model` (fake-quantized first for QDQ) and, for QDQ, its integer form.
+
+    `quantized` carries trained quantizer results; without it the weights are quantized here with
+    the formats' initial scales (an untrained baseline mapping).
+    """
     if emit == "float":
         return EmittedGraphs(transform(model, plan, mapping, substitutes), None)
-    quantized = quantize_layers(model, plan, mapping, substitutes)
-    transformed = transform(set_weights(model, quantized.weights).model, plan, mapping, quantized.substitutes)
+    quantized = quantized or quantize_layers(model, plan, mapping, substitutes)
+    with_weights = set_weights(model, quantized.weights, quantized.biases).model
+    transformed = transform(with_weights, plan, mapping, quantized.substitutes or substitutes)
     return EmittedGraphs(transformed, qdq_weights(transformed.partitioned, quantized.sublayer_steps(mapping)).model)
 
 
@@ -178,12 +201,13 @@ def _require_match(reference: onnx.ModelProto, candidate: onnx.ModelProto, probe
     return result
 
 
-def _disk_check(reference: onnx.ModelProto, probes: np.ndarray):
-    """The §4 gate on the staged file: checker, inference, ORT load, and the comparison again."""
+def _disk_check(written: onnx.ModelProto, probes: np.ndarray):
+    """The §4 gate on the staged file: checker, inference, an ORT load, and the same outputs as the
+    in-memory model whose function was verified (without its act-quant chains) above."""
 
     def check(path: Path) -> None:
         check_onnx_file(path)
-        _require_match(reference, onnx.load(str(path)), probes, f"{path.name} read back from disk")
+        _require_match(written, onnx.load(str(path)), probes, f"{path.name} read back from disk")
 
     return check
 
@@ -194,6 +218,8 @@ def annotate_model(transformed: Transformed, model: onnx.ModelProto, report: dic
     for node in model.graph.node:
         if node.name not in notes:
             props = {"odimo.cu": "host"}
+            if node.op_type in ("Clip", "Mul", "Floor", "Div") and "/act/" in node.name:
+                props["odimo.role"] = "act-quant"
             if node.name in transformed.reindexed:
                 props["odimo.reindexed"] = "true"
             notes[node.name] = NodeNote(props)
@@ -239,7 +265,7 @@ def _require_searchable(plan: TargetPlan, source: Path) -> None:
 
 def _resolve_mapping(spec: str, plan: TargetPlan, source: Path) -> tuple[Mapping, str]:
     target = plan.target
-    names = {name.lower(): name for name in baselines_for(target)}
+    names = {b.name.lower(): b.name for b in target.baselines if isinstance(b, MappingRecipe)}
     if spec.lower() in names:
         mapping = build_baseline(names[spec.lower()], plan.analysis.geometries, target).mapping
         label = names[spec.lower()]

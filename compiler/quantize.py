@@ -8,7 +8,7 @@ channel), so a channel's numbers do not depend on where its neighbours went.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -29,6 +29,7 @@ class QuantizedLayers:
     steps: dict[str, np.ndarray]
     substitutes: dict[str, Substitute]
     substitute_steps: dict[str, np.ndarray]
+    biases: dict[str, np.ndarray] = field(default_factory=dict)  # fake-quantized, when trained
 
     def sublayer_steps(self, mapping: CuMapping) -> dict[str, np.ndarray]:
         """Step vector of every emitted node `L/<cu>`, rows in stored (ascending channel) order."""

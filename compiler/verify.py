@@ -90,3 +90,11 @@ def require_equivalent(reference: onnx.ModelProto | bytes, candidate: onnx.Model
             fix="this is a bug in odimo; please report it with the model (nothing was written)",
         )
     return result
+
+
+def onnx_accuracy(model: onnx.ModelProto | bytes, x: np.ndarray, y: np.ndarray, batch: int = 256) -> float:
+    """Top-1 accuracy of `model` in onnxruntime (the deployed numbers, act-quant chains included)."""
+    sess = session(model)
+    name = sess.get_inputs()[0].name
+    correct = sum(int((sess.run(None, {name: x[k : k + batch]})[0].argmax(1) == y[k : k + batch]).sum()) for k in range(0, len(y), batch))
+    return correct / max(len(y), 1)

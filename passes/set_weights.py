@@ -19,8 +19,9 @@ from odimo.passes.base import PassResult, register_pass
 
 
 @register_pass("set_weights")
-def set_weights(model: onnx.ModelProto, weights: Mapping[str, np.ndarray], biases: Mapping[str, np.ndarray] = {}) -> PassResult:
-    """`weights[node]` replaces input 1 of that node, `biases[node]` input 2 (added if absent)."""
+def set_weights(model: onnx.ModelProto, weights: Mapping[str, np.ndarray], biases: Mapping[str, np.ndarray] = {}, constants: Mapping[str, np.ndarray] = {}) -> PassResult:
+    """`weights[node]` replaces input 1 of that node, `biases[node]` input 2 (added if absent);
+    `constants[initializer]` replaces other trained initializers (BN affine, PRelu) by name."""
     work = copy.deepcopy(model)
     index = GraphIndex.of(work.graph)
     nodes = {n.name: n for n in work.graph.node}
@@ -43,4 +44,8 @@ def set_weights(model: onnx.ModelProto, weights: Mapping[str, np.ndarray], biase
         while len(node.input) <= slot:
             node.input.append("")
         node.input[slot] = target
-    return PassResult(work, changed=bool(weights or biases), report={"weights_set": len(weights), "biases_set": len(biases)})
+    for name, array in constants.items():
+        if name not in values or tuple(numpy_helper.to_array(values[name]).shape) != np.shape(array):
+            raise PassError("E320", "unknown-initializer", f"no initializer '{name}' of shape {np.shape(array)} to overwrite", fix="write back constants of the same graph")
+        values[name].CopyFrom(numpy_helper.from_array(np.asarray(array, dtype=np.float32), name))
+    return PassResult(work, changed=bool(weights or biases or constants), report={"weights_set": len(weights), "biases_set": len(biases), "constants_set": len(constants)})

@@ -1,0 +1,75 @@
+"""Activation quantizers as standard ops: `floor(clamp(x, lo, clip) · s) / s` before each layer.
+
+The trained network quantizes every costed layer's input to 7 bits (PACT, method.md §6); writing the
+same chain into the ONNX makes onnxruntime compute what the training measured. The chains sit right
+before the layer's (sub-)layers and are tagged `odimo.role = act-quant`, so verification can compare
+the graphs without them: a last-bit difference upstream may flip a floor (onnx-io.md §4).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from odimo.passes.base import PassResult, register_pass
+
+
+@dataclass(frozen=True)
+class ActQuant:
+    """A layer's input quantizer: range [low, clip] and step 1/scale (scale a power of two)."""
+
+    input: str
+    low: float
+    clip: float
+    scale: float
+
+
+@register_pass("insert_act_quant")
+def insert_act_quant(model: onnx.ModelProto, quantizers: Mapping[str, ActQuant]) -> PassResult:
+    """`quantizers[layer]` quantizes the input of node `layer` and of its sub-layers `layer/...`."""
+    work = copy.deepcopy(model)
+    nodes: list[onnx.NodeProto] = []
+    inserted = 0
+    for node in work.graph.node:
+        layer = _owning_layer(node.name, quantizers)
+        quant = quantizers.get(layer) if layer else None
+        if quant is not None and quant.input in node.input:
+            quantized = f"{quant.input}/{layer}/act"
+            if not any(n.output[0] == quantized for n in nodes):
+                nodes += _chain(layer, quant, quantized, work.graph)
+                inserted += 1
+            node.input[list(node.input).index(quant.input)] = quantized
+        nodes.append(node)
+    del work.graph.node[:]
+    work.graph.node.extend(nodes)
+    return PassResult(work, changed=inserted > 0, report={"act_quant_chains": inserted})
+
+
+def _owning_layer(node_name: str, quantizers: Mapping[str, ActQuant]) -> str | None:
+    """`conv2/analog` and `conv2/dwe/slice` belong to layer `conv2`; so does `conv2` itself."""
+    if node_name in quantizers:
+        return node_name
+    for layer in quantizers:
+        if node_name.startswith(f"{layer}/"):
+            return layer
+    return None
+
+
+def _chain(layer: str, quant: ActQuant, output: str, graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    prefix = f"{layer}/act"
+    graph.initializer.extend([
+        numpy_helper.from_array(np.array(quant.low, dtype=np.float32), f"{prefix}/low"),
+        numpy_helper.from_array(np.array(quant.clip, dtype=np.float32), f"{prefix}/clip"),
+        numpy_helper.from_array(np.array(quant.scale, dtype=np.float32), f"{prefix}/scale"),
+    ])
+    return [
+        helper.make_node("Clip", [quant.input, f"{prefix}/low", f"{prefix}/clip"], [f"{prefix}/clipped"], name=f"{prefix}/clip"),
+        helper.make_node("Mul", [f"{prefix}/clipped", f"{prefix}/scale"], [f"{prefix}/scaled"], name=f"{prefix}/mul"),
+        helper.make_node("Floor", [f"{prefix}/scaled"], [f"{prefix}/floored"], name=f"{prefix}/floor"),
+        helper.make_node("Div", [f"{prefix}/floored", f"{prefix}/scale"], [output], name=f"{prefix}/div"),
+    ]

@@ -1,0 +1,121 @@
+"""Trainable fake quantizers of method.md §6, in torch (DIANA; Darkside trains float).
+
+The formulas and their order of operations match targets/quantization.py, so the QDQ emission of
+the trained weights reproduces these numbers exactly. Straight-through estimators (STE) carry the
+gradient through every rounding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from odimo.targets.quantization import INT8_LEVELS, TERNARY_INIT
+
+ACT_LEVELS = 127  # 7-bit unsigned activations
+SIGNED_ACT_LEVELS = 63  # 7-bit signed variant: 63 levels per side
+
+
+def ste_round(x: torch.Tensor) -> torch.Tensor:
+    return x + (torch.round(x) - x).detach()
+
+
+def ste_pow2_floor(x: torch.Tensor) -> torch.Tensor:
+    """2^⌊log2 x⌋ forward, identity backward: a power-of-two scale that still learns."""
+    return x + (torch.exp2(torch.floor(torch.log2(x))) - x).detach()
+
+
+class _PactFloor(torch.autograd.Function):
+    """x_q = ⌊clamp(x, lo, clip)·s⌋ / s with PACT gradients: masked input, Σ g above clip to clip."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, clip: torch.Tensor, scale: torch.Tensor, signed: bool) -> torch.Tensor:
+        low = -clip if signed else torch.zeros_like(clip)
+        ctx.save_for_backward(x, clip)
+        ctx.signed = signed
+        return torch.floor(torch.clamp(torch.clamp(x, min=low), max=clip) * scale) / scale
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, clip = ctx.saved_tensors
+        low = -clip if ctx.signed else torch.zeros_like(clip)
+        inside = (x > low) & (x < clip)
+        above = (x >= clip).to(grad.dtype)
+        grad_clip = (grad * above).sum()
+        if ctx.signed:
+            grad_clip = grad_clip - (grad * (x <= low).to(grad.dtype)).sum()
+        return grad * inside.to(grad.dtype), grad_clip.reshape(clip.shape), None, None
+
+
+class PactActivation(nn.Module):
+    """7-bit PACT with a power-of-two step: s = 2^⌊log2(levels/clip)⌋, effective clip = levels/s."""
+
+    def __init__(self, init_clip: float = 6.0, signed: bool = False) -> None:
+        super().__init__()
+        self.clip = nn.Parameter(torch.tensor(float(init_clip)))
+        self.signed = signed
+        self.enabled = True
+
+    @property
+    def levels(self) -> int:
+        return SIGNED_ACT_LEVELS if self.signed else ACT_LEVELS
+
+    def scale(self) -> torch.Tensor:
+        """The power-of-two step inverse s (a plain tensor, no gradient)."""
+        clip = self.clip.detach().clamp(min=1e-4)
+        return torch.exp2(torch.floor(torch.log2(self.levels / clip)))
+
+    def effective_clip(self) -> float:
+        return float(self.levels / self.scale())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
+        scale = self.scale().to(x.device)
+        clip = self.clip + (self.levels / scale - self.clip).detach()  # snap forward, learn backward
+        return _PactFloor.apply(x, clip, scale, self.signed)
+
+
+class Int8Pow2Weights(nn.Module):
+    """Q8(w) = S·round(127·clamp(w/S, −1, 1))/127 with a per-layer power-of-two S (digital CU)."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        peak = float(weight.detach().abs().max())
+        self.scale = nn.Parameter(torch.tensor(2.0 ** math.floor(math.log2(2 * peak)) if peak > 0 else 1.0))
+
+    def pow2_scale(self) -> torch.Tensor:
+        return ste_pow2_floor(self.scale.clamp(min=1e-8))
+
+    def step(self) -> torch.Tensor:
+        return (self.pow2_scale() / INT8_LEVELS).detach()
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        s = self.pow2_scale()
+        return s * ste_round(INT8_LEVELS * torch.clamp(w / s, -1, 1)) / INT8_LEVELS
+
+
+class TernaryWeights(nn.Module):
+    """Qt(w) = S_c·round(clamp(w/S_c, −1, 1)), S_c = exp(σ_c) per output channel (analog CU)."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        spread = weight.detach().reshape(weight.shape[0], -1).std(dim=1, unbiased=False)
+        init = torch.where(spread > 0, TERNARY_INIT * spread, torch.ones_like(spread))
+        self.log_scale = nn.Parameter(torch.log(init))
+
+    def scales(self) -> torch.Tensor:
+        return torch.exp(self.log_scale)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        shape = (-1,) + (1,) * (w.dim() - 1)
+        s = self.scales().reshape(shape)
+        return s * ste_round(torch.clamp(w / s, -1, 1))
+
+
+def quantize_bias(bias: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """16-bit bias on the accumulator grid: step·round(clamp(b/(step·32767), −1, 1)·32767)."""
+    levels = 32767
+    return step * ste_round(torch.clamp(bias / (step * levels), -1, 1) * levels)

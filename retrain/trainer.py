@@ -1,0 +1,286 @@
+"""Three-phase training (method.md §4): warm-up, search (task loss + λ·cost), final fine-tuning.
+
+Deterministic and resumable: batch order and augmentation come from a generator seeded by (seed,
+global epoch), and each epoch ends with an atomic checkpoint holding every state that influences the
+next one, so `--resume` reaches the same result as an uninterrupted run. A NaN or Inf loss stops with
+TrainingError (exit 2) and leaves the last good checkpoint in place.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from odimo.compiler.errors import TrainingError
+from odimo.retrain.data import TrainValSplit
+from odimo.retrain.supernet import Supernet
+from odimo.targets.mapping import Mapping
+
+PHASES = ("warmup", "search", "final")
+TEMPERATURE_DECAY = 0.045  # T <- T·exp(-0.045) after every search epoch (method.md §1.1)
+CROP_PAD = 4  # DIANA augmentation: random crop with 4 pixels of padding, horizontal flip
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: tuple[int, int, int] = (0, 1, 1)
+    lam: float = 0.0
+    objective: str = "latency"
+    batch_size: int = 128
+    seed: int = 0
+    device: str = "cpu"
+    limit_batches: int | None = None
+    checkpoint_dir: Path | None = None
+    resume: bool = False
+    progress: bool = True
+    fixed_mapping: Mapping | None = None  # a baseline: skip the search, fine-tune this mapping
+    ramp: bool = False  # Darkside: λ grows to its full value at half the search (method.md §3)
+
+
+@dataclass
+class TrainState:
+    """Everything that carries from one epoch to the next (checkpointed)."""
+
+    global_epoch: int = 0
+    phase_epoch: dict[str, int] = field(default_factory=lambda: {p: 0 for p in PHASES})
+    best_val: float = -1.0
+    best_state: dict[str, Any] | None = None
+    mapping: dict[str, tuple[str, ...]] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    phase_seconds: dict[str, float] = field(default_factory=lambda: {p: 0.0 for p in PHASES})
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    mapping: Mapping
+    val_accuracy: float
+    history: list[dict[str, Any]]
+    phase_seconds: dict[str, float]
+
+
+def train(supernet: Supernet, data: TrainValSplit, config: TrainConfig) -> TrainResult:
+    """Run the phases the config asks for; returns the discrete mapping the final phase used."""
+    device = torch.device(config.device)
+    supernet.to(device)
+    if device.type == "cpu":
+        supernet.to(memory_format=torch.channels_last)
+    state = TrainState()
+    optimizers = _optimizers(supernet, config)
+    checkpoint = config.checkpoint_dir / "last.pt" if config.checkpoint_dir else None
+    if config.resume and checkpoint is not None and checkpoint.exists():
+        state = _load_checkpoint(checkpoint, supernet, optimizers)
+    elif config.fixed_mapping is not None:
+        state.mapping = dict(config.fixed_mapping.layers)
+    warmup, search, final = config.epochs
+    if config.fixed_mapping is not None:
+        warmup = search = 0
+    plan = [("warmup", warmup), ("search", search), ("final", final)]
+    for phase, count in plan:
+        if phase == "final" and state.mapping is None:
+            _discretize(supernet, state, search > 0)
+        if phase == "final":
+            supernet.fix_mapping(Mapping(supernet.plan.target.name, state.mapping))
+        while state.phase_epoch[phase] < count:
+            started = time.perf_counter()
+            record = _run_epoch(supernet, data, config, optimizers[phase], phase, state, device)
+            state.phase_seconds[phase] += time.perf_counter() - started
+            _after_epoch(supernet, state, phase, record)
+            if checkpoint is not None:
+                _save_checkpoint(checkpoint, supernet, optimizers, state)
+    if state.mapping is None:
+        _discretize(supernet, state, search > 0)
+        supernet.fix_mapping(Mapping(supernet.plan.target.name, state.mapping))
+    val = evaluate(supernet, data.x_val, data.y_val, config.batch_size, device)
+    return TrainResult(Mapping(supernet.plan.target.name, state.mapping), val, state.history, state.phase_seconds)
+
+
+def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 256, device: torch.device | str = "cpu") -> float:
+    """Top-1 accuracy in eval mode."""
+    if len(y) == 0:
+        return float("nan")
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(y), batch_size):
+            xb = torch.from_numpy(x[start : start + batch_size]).to(device)
+            correct += int((model(xb).argmax(1).cpu().numpy() == y[start : start + batch_size]).sum())
+    return correct / len(y)
+
+
+# --- one epoch -----------------------------------------------------------------------------------
+
+
+def _run_epoch(supernet: Supernet, data: TrainValSplit, config: TrainConfig, optimizer: torch.optim.Optimizer, phase: str, state: TrainState, device: torch.device) -> dict[str, Any]:
+    generator = torch.Generator().manual_seed(config.seed * 100_003 + state.global_epoch)
+    order = torch.randperm(len(data.y_train), generator=generator).numpy()
+    batches = [order[k : k + config.batch_size] for k in range(0, len(order), config.batch_size)]
+    if config.limit_batches:
+        batches = batches[: config.limit_batches]
+    lam = _lambda_for(config, phase, state)
+    supernet.train()
+    totals = {"loss": 0.0, "correct": 0, "seen": 0, "cost": 0.0}
+    label = f"{phase} {state.phase_epoch[phase] + 1}"
+    bar = tqdm(batches, desc=label, leave=False, disable=not config.progress, unit="batch")
+    for k, rows in enumerate(bar):
+        xb = _augment(torch.from_numpy(data.x_train[rows]), generator).to(device)
+        yb = torch.from_numpy(data.y_train[rows]).to(device)
+        if phase == "warmup":
+            _draw_warmup_prefixes(supernet, generator)
+        logits = supernet(xb)
+        task = F.cross_entropy(logits, yb)
+        cost = supernet.cost(config.objective) if phase == "search" and supernet.search_names else torch.zeros((), device=device)
+        loss = task + lam * cost
+        if not torch.isfinite(loss):
+            where = f"phase {phase}, epoch {state.phase_epoch[phase] + 1}, batch {k + 1}"
+            kept = f"; the last good checkpoint is {config.checkpoint_dir / 'last.pt'}" if config.checkpoint_dir else ""
+            raise TrainingError("E330", "non-finite-loss", f"the training loss became {float(loss)}{kept}", where, "lower --lambda or the learning rate, check the data for NaN, then rerun with --resume")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        totals["loss"] += float(task.detach()) * len(rows)
+        totals["correct"] += int((logits.argmax(1) == yb).sum())
+        totals["seen"] += len(rows)
+        totals["cost"] = float(cost.detach())
+        bar.set_postfix(loss=f"{totals['loss'] / totals['seen']:.3f}", acc=f"{totals['correct'] / totals['seen']:.3f}", cycles=f"{totals['cost']:,.0f}")
+    _clear_warmup_prefixes(supernet)
+    val = evaluate(supernet, data.x_val, data.y_val, 256, device)
+    return {"phase": phase, "epoch": state.phase_epoch[phase] + 1, "loss": totals["loss"] / max(totals["seen"], 1), "train_acc": totals["correct"] / max(totals["seen"], 1), "val_acc": val, "lambda": lam, "cost": totals["cost"]}
+
+
+def _after_epoch(supernet: Supernet, state: TrainState, phase: str, record: dict[str, Any]) -> None:
+    state.phase_epoch[phase] += 1
+    state.global_epoch += 1
+    record["mapping_split"] = {name: _split_summary(cus) for name, cus in supernet.mapping().layers.items()} if phase == "search" else None
+    state.history.append(record)
+    if phase == "search":
+        if record["val_acc"] > state.best_val:
+            state.best_val = record["val_acc"]
+            state.best_state = copy.deepcopy(supernet.state_dict())
+        supernet.set_temperature(math.exp(-TEMPERATURE_DECAY * state.phase_epoch["search"]))
+
+
+def _discretize(supernet: Supernet, state: TrainState, searched: bool) -> None:
+    """Restore the best search epoch (validation accuracy, as the reference) and take its argmax."""
+    if searched and state.best_state is not None:
+        supernet.load_state_dict(state.best_state)
+    state.mapping = dict(supernet.mapping().layers)
+
+
+def _split_summary(cus: tuple[str, ...]) -> dict[str, int]:
+    return {cu: cus.count(cu) for cu in dict.fromkeys(cus)}
+
+
+def _lambda_for(config: TrainConfig, phase: str, state: TrainState) -> float:
+    if phase != "search":
+        return 0.0
+    if config.ramp:
+        half = max(config.epochs[1] / 2, 1)
+        return min(config.lam / 100 + state.phase_epoch["search"] * 0.99 * config.lam / half, config.lam)
+    return config.lam
+
+
+def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random crop (pad 4) and horizontal flip, drawn from the epoch's generator."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (CROP_PAD,) * 4)
+    dy = torch.randint(0, 2 * CROP_PAD + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * CROP_PAD + 1, (n,), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    out = torch.stack([padded[i, :, y : y + h, x : x + w] for i, (y, x) in enumerate(zip(dy.tolist(), dx.tolist()))])
+    out[flip] = out[flip].flip(-1)
+    return out
+
+
+def _draw_warmup_prefixes(supernet: Supernet, generator: torch.Generator) -> None:
+    """Darkside warm-up: each layer routes a uniformly drawn prefix p ∈ {0..C} to the conv branch."""
+    for name in supernet.search_names:
+        module = supernet.search_module(name)
+        if hasattr(module, "warmup_prefix"):
+            channels = module.layer.weight.shape[0]
+            module.warmup_prefix = int(torch.randint(0, channels + 1, (1,), generator=generator))
+
+
+def _clear_warmup_prefixes(supernet: Supernet) -> None:
+    for name in supernet.search_names:
+        module = supernet.search_module(name)
+        if hasattr(module, "warmup_prefix"):
+            module.warmup_prefix = None
+
+
+# --- optimizers (method.md §4) -------------------------------------------------------------------
+
+
+def _optimizers(supernet: Supernet, config: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+    weights, search, quant = supernet.weight_parameters(), supernet.search_parameters(), supernet.quantizer_parameters()
+    if supernet.plan.target.name == "darkside":
+        make = lambda lr: torch.optim.Adam([{"params": weights, "weight_decay": 1e-4}], lr=lr)  # noqa: E731
+        return {
+            "warmup": torch.optim.Adam([{"params": weights, "weight_decay": 1e-4}], lr=5e-3),
+            "search": torch.optim.Adam([{"params": weights, "weight_decay": 1e-4}, {"params": search, "weight_decay": 0.0}], lr=1e-3),
+            "final": make(1e-3),
+        }
+    groups = [{"params": weights, "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4}, {"params": quant, "lr": 1e-5, "momentum": 0.0, "weight_decay": 0.0}]
+    return {
+        "warmup": torch.optim.SGD(copy.deepcopy(groups), lr=1e-3),
+        "search": _SearchOptimizer(torch.optim.SGD(copy.deepcopy(groups), lr=1e-3), torch.optim.Adam(search, lr=1e-3) if search else None),
+        "final": torch.optim.SGD([{**groups[0], "lr": 1e-4}, groups[1]], lr=1e-4),
+    }
+
+
+class _SearchOptimizer(torch.optim.Optimizer):
+    """SGD on weights and quantizer parameters, Adam on α (method.md §4), stepped together."""
+
+    def __init__(self, weights: torch.optim.Optimizer, alphas: torch.optim.Optimizer | None) -> None:
+        self.parts = [p for p in (weights, alphas) if p is not None]
+        self.param_groups = [g for p in self.parts for g in p.param_groups]
+        self.defaults = {}
+        self.state = {}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for part in self.parts:
+            part.zero_grad(set_to_none=set_to_none)
+
+    def step(self, closure=None) -> None:  # noqa: ARG002 - the Optimizer signature
+        for part in self.parts:
+            part.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"parts": [p.state_dict() for p in self.parts]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for part, saved in zip(self.parts, state["parts"]):
+            part.load_state_dict(saved)
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+
+
+def _save_checkpoint(path: Path, supernet: Supernet, optimizers: dict[str, torch.optim.Optimizer], state: TrainState) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"model": supernet.state_dict(), "optimizers": {k: o.state_dict() for k, o in optimizers.items()}, "state": state.__dict__, "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state()}
+    staging = path.with_suffix(".tmp")
+    torch.save(payload, staging)
+    os.replace(staging, path)
+
+
+def _load_checkpoint(path: Path, supernet: Supernet, optimizers: dict[str, torch.optim.Optimizer]) -> TrainState:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint gets one message
+        raise TrainingError("E330", "bad-checkpoint", f"cannot resume: the checkpoint cannot be read ({exc})", str(path), "delete the checkpoint folder to start over") from None
+    supernet.load_state_dict(payload["model"])
+    for key, optimizer in optimizers.items():
+        optimizer.load_state_dict(payload["optimizers"][key])
+    torch.set_rng_state(payload["torch_rng"])
+    np.random.set_state(payload["numpy_rng"])
+    return TrainState(**payload["state"])
