@@ -192,6 +192,8 @@ def _unsupported_reason(node: onnx.NodeProto, index: GraphIndex, canonical: bool
         return "MatMul of two activations (or of a non-2-D activation)"
     if node.op_type == "Gemm" and (not index.is_constant(node.input[1]) or attr(node, "transA", 0)):
         return "Gemm with a computed weight or transA=1"
+    if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2] and not index.is_constant(node.input[2]):
+        return "Gemm with a computed bias"
     if node.op_type not in _HANDLERS:
         return "no channel rule for this op"
     return None

@@ -219,3 +219,34 @@ SMALL_GRAPHS = {
 def save(model: onnx.ModelProto, path) -> str:
     onnx.save(model, str(path))
     return str(path)
+
+
+def tensor_info(name: str, shape: list[int | str], elem_type: int = TensorProto.FLOAT) -> onnx.ValueInfoProto:
+    """A graph input or output of `elem_type` and `shape` (ints static, strings dim_params)."""
+    return helper.make_tensor_value_info(name, elem_type, shape)
+
+
+def make_model(
+    nodes: list[onnx.NodeProto],
+    initializers: list[onnx.TensorProto],
+    inputs: list[onnx.ValueInfoProto],
+    outputs: list[onnx.ValueInfoProto],
+    opset: int = OPSET,
+    ir_version: int = 8,
+    domains: dict[str, int] | None = None,
+    functions: list[onnx.FunctionProto] | None = None,
+) -> onnx.ModelProto:
+    """A model around hand-written nodes, for what `GraphBuilder.build` cannot declare (several or
+    non-float inputs, custom domains, local functions). Not checked: bad-input tests need bad models."""
+    opsets = [helper.make_operatorsetid("", opset)] + [helper.make_operatorsetid(d, v) for d, v in (domains or {}).items()]
+    graph = helper.make_graph(nodes, "test", inputs, outputs, initializers)
+    model = helper.make_model(graph, opset_imports=opsets, functions=functions or [], producer_name="odimo-tests")
+    model.ir_version = ir_version
+    return model
+
+
+def append_node(g: GraphBuilder, op: str, inputs: list[str], name: str, shape: tuple[int, ...], **attrs) -> str:
+    """Append a hand-written node to `g` (one output, named after the node, of per-sample `shape`)."""
+    g.nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
+    g.shapes[name] = shape
+    return name
