@@ -62,6 +62,7 @@ def compile_main(argv: Sequence[str] | None = None) -> int:
     training.add_argument("--resume", action="store_true", help="continue from OUT.ckpt/last.pt")
     training.add_argument("--train", action="store_true", help="fine-tune a baseline or file mapping for the final-phase budget")
     training.add_argument("--no-progress", action="store_true", help="no progress bars (CI logs)")
+    training.add_argument("--save-search-graph", type=Path, metavar="PATH", help="also write the searched network with one function call per searchable layer (for Netron)")
     args = parser.parse_args(argv)
 
     def body() -> int:
@@ -72,7 +73,7 @@ def compile_main(argv: Sequence[str] | None = None) -> int:
             data=args.data, epochs=_epochs(args.epochs), lam=args.lam, objective=args.objective, seed=args.seed, device=args.device,
             batch_size=args.batch_size, limit_batches=args.limit_batches, resume=args.resume, progress=not args.no_progress,
         )
-        options = CompileOptions(target=args.target, mapping=args.mapping, output=args.output, emit=args.emit, report=args.report, seed=args.seed, train=args.train, search=settings)
+        options = CompileOptions(target=args.target, mapping=args.mapping, output=args.output, emit=args.emit, report=args.report, seed=args.seed, train=args.train, search=settings, search_graph=args.save_search_graph)
         print(summary(compile(args.model, options).report))
         return 0
 

@@ -54,6 +54,7 @@ class CompileOptions:
     report: Path | None = None
     seed: int = 0
     train: bool = False  # fine-tune a given mapping (baseline or file) for the final-phase budget
+    search_graph: Path | None = None  # where to write the search graph (onnx-io.md §2)
     search: SearchSettings = field(default_factory=SearchSettings)
 
 
@@ -115,7 +116,7 @@ def compile(model: str | Path, options: CompileOptions) -> CompileResult:  # noq
         given = None if options.mapping == "search" else _resolve_mapping(options.mapping, plan, source)
         trained = None
         if given is None or options.train:
-            settings = replace(options.search, seed=options.seed, checkpoint_dir=paths.checkpoints)
+            settings = replace(options.search, seed=options.seed, checkpoint_dir=paths.checkpoints, save_search_graph=options.search_graph is not None)
             trained = search(imported, plan, settings, given[0] if given else None)
         mapping = validate_mapping(trained.mapping, plan.analysis.geometries, target, plan.contiguous_layers) if trained else given[0]
         mapping_source = given[1] if given else "search"
@@ -146,6 +147,8 @@ def compile(model: str | Path, options: CompileOptions) -> CompileResult:  # noq
         if main_model is not float_model:
             files.append(OutputFile(paths.float_model, model_bytes(float_model), _disk_check(float_model, probes)))
         report["emission"] = {"files": {f.path.name: _sha256(f.payload) for f in files}, "max_abs_diff": comparison.max_abs_diff, "top1_agreement": comparison.top1_agreement}
+        if trained is not None and trained.search_graph is not None:
+            files.append(OutputFile(options.search_graph, model_bytes(trained.search_graph), check_onnx_file))
         files += [
             OutputFile(paths.report, (json.dumps(report, indent=1, sort_keys=True) + "\n").encode()),
             OutputFile(paths.mapping, mapping.to_json().encode()),

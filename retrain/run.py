@@ -7,6 +7,8 @@ DWE substitutes, each row's quantization step, the activation quantizers, and th
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,10 +17,13 @@ import numpy as np
 import onnx
 import torch
 
+from odimo.compiler.errors import VerificationError
 from odimo.compiler.importer import ImportedModel
 from odimo.compiler.plan import TargetPlan
 from odimo.compiler.quantize import QuantizedLayers
-from odimo.passes.act_quant import ActQuant
+from odimo.compiler.verify import ABS_TOL, REL_TOL, probe_batch, run, session
+from odimo.passes.act_quant import ActQuant, insert_act_quant
+from odimo.passes.search_graph import search_graph
 from odimo.passes.set_weights import set_weights
 from odimo.passes.split_layers import Substitute
 from odimo.retrain.bridge import OnnxModule
@@ -42,6 +47,7 @@ class SearchSettings:
     checkpoint_dir: Path | None = None
     resume: bool = False
     progress: bool = True
+    save_search_graph: bool = False
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,7 @@ class Trained:
     phase_seconds: dict[str, float]
     history: list[dict[str, Any]]
     test_data: tuple[np.ndarray, np.ndarray]
+    search_graph: onnx.ModelProto | None = None
 
 
 def load_data(imported: ImportedModel, settings: SearchSettings) -> Dataset:
@@ -80,16 +87,19 @@ def search(imported: ImportedModel, plan: TargetPlan, settings: SearchSettings, 
     final_accuracy = evaluate(supernet, dataset.x_test, dataset.y_test, 256, device)
     supernet.to("cpu").to(memory_format=torch.contiguous_format)
     model, substitutes, quantized = _write_back(imported.model, supernet, result.mapping)
+    act_quant = _act_quantizers(supernet, plan)
+    graph = _search_graph(model, supernet, act_quant, settings.seed) if settings.save_search_graph else None
     return Trained(
         mapping=result.mapping,
         model=model,
         substitutes=substitutes,
         quantized=quantized,
-        act_quant=_act_quantizers(supernet, plan),
+        act_quant=act_quant,
         accuracy={"float": float_accuracy, "final": final_accuracy, "val": result.val_accuracy},
         phase_seconds=result.phase_seconds,
         history=result.history,
         test_data=(dataset.x_test, dataset.y_test),
+        search_graph=graph,
     )
 
 
@@ -101,6 +111,47 @@ def _write_back(model: onnx.ModelProto, supernet: Supernet, mapping: Mapping) ->
     if quantized is not None:
         weights, biases = weights | quantized.weights, biases | quantized.biases
     return set_weights(model, weights, biases, supernet.trained_constants()).model, substitutes, quantized
+
+
+def _search_graph(model: onnx.ModelProto, supernet: Supernet, act_quant: dict[str, ActQuant], seed: int) -> onnx.ModelProto:
+    """The searched network as ONNX with one function call per searchable layer, checked against
+    the torch supernet in eval mode (both without activation quantizers, onnx-io.md §4)."""
+    graph = search_graph(model, supernet.search_nodes()).model
+    probes = probe_batch(model, seed)
+    with _unfixed(supernet), _act_quant_disabled(supernet), torch.no_grad():
+        supernet.eval()
+        expected = np.concatenate([supernet(torch.from_numpy(batch)).numpy() for batch in probes])
+    produced = run(session(graph), probes)[0]
+    bound = ABS_TOL + REL_TOL * float(np.abs(expected).max())
+    if float(np.abs(produced - expected).max()) > bound:
+        raise VerificationError("E900", "verification-failed", f"the search graph differs from the torch supernet by {float(np.abs(produced - expected).max()):.3g}", fix="this is a bug in odimo; please report it (nothing was written)")
+    return insert_act_quant(graph, act_quant).model
+
+
+@contextlib.contextmanager
+def _unfixed(supernet: Supernet) -> Iterator[None]:
+    """The search state: θ/α as learned, not the one-hot of the final phase."""
+    modules = [supernet.search_module(name) for name in supernet.search_names]
+    saved = [m.fixed for m in modules]
+    try:
+        for m in modules:
+            m.fixed = torch.empty(0)
+        yield
+    finally:
+        for m, fixed in zip(modules, saved):
+            m.fixed = fixed
+
+
+@contextlib.contextmanager
+def _act_quant_disabled(supernet: Supernet) -> Iterator[None]:
+    modules = [m for m in supernet.net.layers.values() if isinstance(m, DianaSearchLayer)]
+    try:
+        for m in modules:
+            m.act.enabled = False
+        yield
+    finally:
+        for m in modules:
+            m.act.enabled = True
 
 
 def _act_quantizers(supernet: Supernet, plan: TargetPlan) -> dict[str, ActQuant]:

@@ -17,6 +17,8 @@ from odimo.compiler.plan import LayerPlan, Policy, TargetPlan
 from odimo.compiler.quantize import QuantizedLayers
 from odimo.passes.split_layers import Substitute
 from odimo.retrain.bridge import OnnxModule, module_key
+from odimo.passes.search_graph import SearchNode
+from odimo.retrain.quantizers import quantize_bias
 from odimo.retrain.search import DarksideSearchLayer, DianaSearchLayer
 from odimo.targets.base import Role
 from odimo.targets.mapping import Mapping
@@ -108,6 +110,20 @@ class Supernet(nn.Module):
                     weights[name], biases[name], steps[name] = w.cpu().numpy(), b.cpu().numpy(), step.astype(np.float32)
         return QuantizedLayers(weights, steps, {}, {}, biases)
 
+    def search_nodes(self) -> dict[str, SearchNode]:
+        """Each searchable layer's state for the search graph (passes/search_graph.py), as searched:
+        θ/α as trained, not the one-hot of the final phase."""
+        nodes = {}
+        with torch.no_grad():
+            for name in self.search_names:
+                module = self.search_module(name)
+                saved, module.fixed = module.fixed, torch.empty(0)
+                try:
+                    nodes[name] = _search_node(module, self.plan.layer(name))
+                finally:
+                    module.fixed = saved
+        return nodes
+
     def float_layers(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Substitute]]:
         """Weights and biases of every float-trained layer, and the trained DWE substitutes."""
         weights, biases, substitutes = {}, {}, {}
@@ -148,6 +164,32 @@ def _diana_module(layer_module: nn.Module, layer: LayerPlan, model: onnx.ModelPr
         signed_input=input_name not in nonnegative,
         searchable=role is Role.SEARCHABLE,
     )
+
+
+def _search_node(module: nn.Module, layer: LayerPlan) -> SearchNode:
+    counts = {cu: f"{float(v):.2f}" for cu, v in module.expected_counts().items()}
+    metadata = {
+        "odimo.search.assignment": "".join(cu[0] for cu in module.assignment()),
+        "odimo.search.expected": ",".join(f"{cu}={v}" for cu, v in counts.items()),
+        "odimo.group": f"{layer.group.id}:{layer.policy.value}",
+    }
+    if isinstance(module, DarksideSearchLayer):
+        tensors = {"alpha": module.mask.alpha, "W": module.layer.weight, "B": module.layer.bias, "W_dw": module.dw_weight, "B_dw": module.dw_bias}
+        return SearchNode("DarksideConvOrDw", {k: v.cpu().numpy() for k, v in tensors.items()}, metadata, {"channels": int(module.layer.weight.shape[0])})
+    weight, bias = module.layer.weight, module.layer.bias
+    clip = module.act.effective_clip()
+    quantized = {
+        "W_digital": module.q8(weight), "W_analog": module.qt(weight),
+        "B_digital": quantize_bias(bias, module.q8.step() * clip / 127), "B_analog": quantize_bias(bias, module.qt.scales() * clip / 127),
+    }
+    kind = "Conv" if module.layer.op_type == "Conv" else "Gemm"
+    if module.contiguous:
+        tensors = {"alpha": module.mask.alpha, **quantized}
+        function = f"DianaMixed{kind}Contiguous"
+    else:
+        tensors = {"theta": module.alpha, "T": module.temperature, **quantized}
+        function = f"DianaMixed{kind}"
+    return SearchNode(function, {k: v.cpu().numpy() for k, v in tensors.items()}, metadata)
 
 
 SEARCH_MODULES = {"diana": _diana_module, "darkside": _darkside_module}
