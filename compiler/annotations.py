@@ -10,10 +10,6 @@ from typing import Any
 from odimo.passes.annotate import NodeNote
 from odimo.passes.base import cu_ranges
 
-# How a CU stores weights in each emission mode (odimo.weight_format).
-WEIGHT_FORMATS = {"qdq": {"digital": "int8", "analog": "ternary", "cluster": "int8", "dwe": "int8"}}
-
-
 def channel_ranges(indices: list[int]) -> str:
     """[0, 1, 2, 3, 7] -> '0-3,7': compact and readable in Netron's metadata panel."""
     parts, start = [], None
@@ -26,10 +22,10 @@ def channel_ranges(indices: list[int]) -> str:
     return ",".join(parts)
 
 
-def layer_notes(report: dict[str, Any], reindexed: set[str], substitutes: dict[str, str]) -> dict[str, NodeNote]:
-    """`substitutes` maps a layer to the CU that runs a depthwise substitute of it (Darkside)."""
+def layer_notes(report: dict[str, Any], reindexed: set[str], substitutes: dict[str, str], weight_formats: dict[str, str]) -> dict[str, NodeNote]:
+    """`substitutes` maps a layer to the CU that runs a depthwise substitute of it (Darkside);
+    `weight_formats` says how each CU stores its weights in this file (odimo.weight_format)."""
     notes: dict[str, NodeNote] = {}
-    emit = report["emit"]
     order = (*report["target"]["cus"], "host")
     for row in report["layers"]:
         name, channels = row["name"], row["channels"]
@@ -38,7 +34,7 @@ def layer_notes(report: dict[str, Any], reindexed: set[str], substitutes: dict[s
         split = len(ranges) > 1
         for cu, (start, end) in ranges.items():
             cycles = (row["cycles"] or {}).get(cu)
-            fmt = WEIGHT_FORMATS.get(emit, {}).get(cu, "float32")
+            fmt = weight_formats.get(cu, "float32")
             op = "Conv(depthwise substitute)" if substitutes.get(name) == cu else row["op"]
             props = {
                 "odimo.cu": cu,

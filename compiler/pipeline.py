@@ -217,7 +217,9 @@ def _disk_check(written: onnx.ModelProto, probes: np.ndarray):
 
 def annotate_model(transformed: Transformed, model: onnx.ModelProto, report: dict[str, Any], imported: ImportedModel) -> PassResult:
     """Label `model` (the float or QDQ partition of `transformed`) from the report rows."""
-    notes = layer_notes(report, set(transformed.reindexed), transformed.substitutes)
+    target = get_target(report["target"]["name"])
+    formats = {cu: fmt.value for cu, fmt in target.weight_formats.items()} if report["emit"] == "qdq" else {}
+    notes = layer_notes(report, set(transformed.reindexed), transformed.substitutes, formats)
     for node in model.graph.node:
         if node.name not in notes:
             props = {"odimo.cu": "host"}

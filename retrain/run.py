@@ -118,7 +118,7 @@ def _search_graph(model: onnx.ModelProto, supernet: Supernet, act_quant: dict[st
     the torch supernet in eval mode (both without activation quantizers, onnx-io.md §4)."""
     graph = search_graph(model, supernet.search_nodes()).model
     probes = probe_batch(model, seed)
-    with _unfixed(supernet), _act_quant_disabled(supernet), torch.no_grad():
+    with supernet.unfixed(), _act_quant_disabled(supernet), torch.no_grad():
         supernet.eval()
         expected = np.concatenate([supernet(torch.from_numpy(batch)).numpy() for batch in probes])
     produced = run(session(graph), probes)[0]
@@ -126,20 +126,6 @@ def _search_graph(model: onnx.ModelProto, supernet: Supernet, act_quant: dict[st
     if float(np.abs(produced - expected).max()) > bound:
         raise VerificationError("E900", "verification-failed", f"the search graph differs from the torch supernet by {float(np.abs(produced - expected).max()):.3g}", fix="this is a bug in odimo; please report it (nothing was written)")
     return insert_act_quant(graph, act_quant).model
-
-
-@contextlib.contextmanager
-def _unfixed(supernet: Supernet) -> Iterator[None]:
-    """The search state: θ/α as learned, not the one-hot of the final phase."""
-    modules = [supernet.search_module(name) for name in supernet.search_names]
-    saved = [m.fixed for m in modules]
-    try:
-        for m in modules:
-            m.fixed = torch.empty(0)
-        yield
-    finally:
-        for m, fixed in zip(modules, saved):
-            m.fixed = fixed
 
 
 @contextlib.contextmanager

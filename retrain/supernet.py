@@ -7,6 +7,9 @@ prefix), and the trained numbers the emission writes back (fake-quantized weight
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import onnx
 import torch
@@ -113,16 +116,21 @@ class Supernet(nn.Module):
     def search_nodes(self) -> dict[str, SearchNode]:
         """Each searchable layer's state for the search graph (passes/search_graph.py), as searched:
         θ/α as trained, not the one-hot of the final phase."""
-        nodes = {}
-        with torch.no_grad():
-            for name in self.search_names:
-                module = self.search_module(name)
-                saved, module.fixed = module.fixed, torch.empty(0)
-                try:
-                    nodes[name] = _search_node(module, self.plan.layer(name))
-                finally:
-                    module.fixed = saved
-        return nodes
+        with self.unfixed(), torch.no_grad():
+            return {name: _search_node(self.search_module(name), self.plan.layer(name)) for name in self.search_names}
+
+    @contextlib.contextmanager
+    def unfixed(self) -> Iterator[None]:
+        """Temporarily the search state: θ/α as learned, not the one-hot of the final phase."""
+        modules = [self.search_module(name) for name in self.search_names]
+        saved = [m.fixed for m in modules]
+        try:
+            for m in modules:
+                m.fixed = torch.empty(0, device=m.fixed.device)
+            yield
+        finally:
+            for m, fixed in zip(modules, saved):
+                m.fixed = fixed
 
     def float_layers(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Substitute]]:
         """Weights and biases of every float-trained layer, and the trained DWE substitutes."""
