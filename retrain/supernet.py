@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -33,13 +34,18 @@ _PRESERVING_OPS = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool
 
 
 class Supernet(nn.Module):
-    def __init__(self, model: onnx.ModelProto, plan: TargetPlan) -> None:
+    """`constrained=False` searches every layer per channel, ignoring contiguous groups: only for
+    measuring what the constraint costs (its mappings cannot all be emitted without Gathers)."""
+
+    def __init__(self, model: onnx.ModelProto, plan: TargetPlan, constrained: bool = True) -> None:
         super().__init__()
         self.plan = plan
         self.net = OnnxModule(model)
         self.search_names: list[str] = []
         nonnegative = nonnegative_values(model)
         for layer in plan.layers:
+            if not constrained and layer.policy is Policy.CONTIGUOUS and plan.target.substitute_cu is None:
+                layer = replace(layer, policy=Policy.FREE)
             module = _search_module(self.net.layer(layer.name), layer, plan, model, nonnegative)
             if module is None:
                 continue
