@@ -64,11 +64,16 @@ def layer_notes(report: dict[str, Any], reindexed: set[str], substitutes: dict[s
 
 
 def model_doc(report: dict[str, Any]) -> str:
-    """'DIANA, latency, λ=1e-08: 86,964 cycles (0.334 ms @ 260 MHz), 2.96× vs All-8bit'."""
+    """'DIANA, latency, λ=1e-08: 86,964 cycles (0.334 ms @ 260 MHz), 2.96× vs All-8bit'.
+
+    A given mapping is not named: its label (a baseline or a file name) is provenance, kept in the
+    report; the model depends only on the mapping's content, so `--mapping OUT.mapping.json`
+    reproduces it byte for byte.
+    """
     total = report["totals"]["all"]
     mhz = report["target"]["frequency_hz"] / 1e6
     lam = report["lambda"]
-    head = f"{report['target']['name'].upper()}, {report['objective']}, " + (f"λ={lam:g}" if lam is not None else f"mapping {report['mapping']}")
+    head = f"{report['target']['name'].upper()}, {report['objective']}, " + (f"λ={lam:g}" if lam is not None else "given mapping")
     text = f"{head}: {total['cycles']:,.0f} cycles ({total['latency_ms']:.3f} ms @ {mhz:g} MHz)"
     if report["baselines"] and total["cycles"]:
         first = report["baselines"][0]

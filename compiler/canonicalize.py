@@ -134,10 +134,19 @@ def _constants_to_initializers(model: onnx.ModelProto) -> list[str]:
 
 
 def _fold_constant_subgraphs(model: onnx.ModelProto) -> list[str]:
+    """Fold until nothing changes: a folded Reshape target makes the next shape known (shuffles)."""
+    total = 0
+    while folded := _fold_once(model):
+        total += folded
+    return [f"folded {total} constant or shape nodes"] if total else []
+
+
+def _fold_once(model: onnx.ModelProto) -> int:
     """Evaluate every node whose inputs are constant or batch-only shape facts; keep what differs.
 
     Each value is computed at batch 1 and batch 2. A value equal at both is a true constant. One that
-    differs only in position 0 of a Reshape target (the batch baked in by the exporter) becomes 0.
+    differs only in position 0 of a Reshape target (the batch baked in by the exporter) becomes 0;
+    of an Expand target, 1 (Expand broadcasts, so 1 keeps the batch of its input).
     """
     inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     index = GraphIndex.of(inferred.graph)
@@ -152,7 +161,7 @@ def _fold_constant_subgraphs(model: onnx.ModelProto) -> list[str]:
         for name, per_batch in zip(node.output, values):
             known[name] = per_batch
     if not folded_nodes:
-        return []
+        return 0
     still_needed = {
         name
         for k, node in enumerate(graph.node)
@@ -160,13 +169,30 @@ def _fold_constant_subgraphs(model: onnx.ModelProto) -> list[str]:
         for name in node.input
         if name in known and name not in index.initializers
     } | {o.name for o in graph.output if o.name in known}
-    for name in sorted(still_needed):
-        value = _batch_free_value(name, known[name], index)
-        if value is None:
-            return []  # batch-dependent shape logic: leave the graph alone; import reports it.
-        _set_initializer(graph, name, value)
+    batch_free = {name: _batch_free_value(name, known[name], index) for name in sorted(still_needed)}
+    # A value that depends on the batch keeps the nodes computing it; everything else folds.
+    kept = _ancestors({name for name, value in batch_free.items() if value is None}, graph, folded_nodes)
+    folded_nodes -= kept
+    kept_outputs = {out for k in kept for out in graph.node[k].output}
+    for name, value in batch_free.items():
+        if value is not None and name not in kept_outputs:
+            _set_initializer(graph, name, value)
     _replace_nodes(graph, (n for k, n in enumerate(graph.node) if k not in folded_nodes))
-    return [f"folded {len(folded_nodes)} constant or shape nodes"]
+    return len(folded_nodes)
+
+
+def _ancestors(values: set[str], graph: onnx.GraphProto, candidates: set[int]) -> set[int]:
+    """Indices (among `candidates`) of the nodes that compute `values`, transitively."""
+    producer = {out: k for k, node in enumerate(graph.node) for out in node.output}
+    found: set[int] = set()
+    pending = [producer[v] for v in values if v in producer]
+    while pending:
+        k = pending.pop()
+        if k in found or k not in candidates:
+            continue
+        found.add(k)
+        pending += [producer[name] for name in graph.node[k].input if name in producer]
+    return found
 
 
 def _evaluate_at_probe_batches(
@@ -197,13 +223,14 @@ def _batch_free_value(name: str, per_batch: tuple[np.ndarray, ...], index: Graph
     if first.shape == second.shape and np.array_equal(first, second):
         return first
     readers = index.consumers.get(name, [])
-    is_reshape_target = readers and all(n.op_type == "Reshape" and n.input[1] == name for n in readers)
-    if is_reshape_target and first.ndim == 1 and first.shape == second.shape:
-        differs = np.nonzero(first != second)[0]
-        if list(differs) == [0] and (first[0], second[0]) == _PROBE_BATCHES:
-            target = first.copy()
-            target[0] = 0
-            return target
+    for op, batch_value in (("Reshape", 0), ("Expand", 1)):
+        is_target = readers and all(n.op_type == op and n.input[1] == name for n in readers)
+        if is_target and first.ndim == 1 and first.shape == second.shape:
+            differs = np.nonzero(first != second)[0]
+            if list(differs) == [0] and (first[0], second[0]) == _PROBE_BATCHES:
+                target = first.copy()
+                target[0] = batch_value
+                return target
     return None
 
 

@@ -514,6 +514,8 @@ def _reshaping(b: _Builder, node: onnx.NodeProto, where: str) -> None:
         keeps_channels = keeps_channels and _leading_dims_kept(node, b)
     elif node.op_type == "Gather":
         keeps_channels = keeps_channels and attr(node, "axis", 0) % len(src) > 1
+    elif node.op_type in ("Expand", "Tile"):
+        keeps_channels = keeps_channels and len(src) == len(dst)
     else:
         keeps_channels = False
     if keeps_channels:

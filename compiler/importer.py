@@ -226,10 +226,9 @@ def _infer_shapes_strict(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
         inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
         raise _fail("E107", "shape-inference", f"strict shape inference fails: {str(exc).strip().splitlines()[0]}", str(path), "re-export with static shapes (only the batch may be dynamic)") from None
-    batch = value_shape(inferred.graph.input[0])[0]
     for info in inferred.graph.value_info:
         shape = value_shape(info)
-        dynamic = [d for k, d in enumerate(shape) if not isinstance(d, int) and not (k == 0 and d == batch)]
+        dynamic = [d for d in shape[1:] if not isinstance(d, int)]
         if dynamic:
             raise _fail("E107", "dynamic-shape", f"tensor '{info.name}' has shape {list(shape)}: every dim but the batch must be static", str(path), "re-export with fixed C/H/W so every intermediate shape is known")
     return inferred

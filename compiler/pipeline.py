@@ -235,7 +235,6 @@ def annotate_model(transformed: Transformed, model: onnx.ModelProto, report: dic
         "odimo.lambda": "" if report["lambda"] is None else f"{report['lambda']:g}",
         "odimo.seed": str(report["seed"]),
         "odimo.emit": report["emit"],
-        "odimo.mapping": report["mapping"],
         "odimo.source.sha256": imported.source_sha256,
         "odimo.report": embedded_json(report),
     }

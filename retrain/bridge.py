@@ -389,6 +389,8 @@ _OPS: dict[str, Op] = {
     "Squeeze": _squeeze,
     "Unsqueeze": _unsqueeze,
     "Gather": _gather,
+    "Expand": lambda s, a: torch.broadcast_to(a[0], torch.broadcast_shapes(a[0].shape, tuple(_ints(a[1])))),
+    "Tile": lambda s, a: a[0].repeat(*_ints(a[1])),
     "Pad": _pad,
     "Resize": _resize,
     "ReduceMean": _reduce("mean"),
