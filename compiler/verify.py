@@ -35,11 +35,14 @@ class Comparison:
         return self.max_abs_diff <= self.bound
 
 
-def session(model: onnx.ModelProto | bytes) -> ort.InferenceSession:
-    """An ORT session without graph optimizations, so we test our graph and not ORT's rewrite of it."""
+def session(model: onnx.ModelProto | bytes, threads: int = 1) -> ort.InferenceSession:
+    """An ORT session without graph optimizations, so we test our graph and not ORT's rewrite of it.
+
+    One thread by default: deterministic reductions, and no oversubscription in tests.
+    """
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.intra_op_num_threads = 1  # deterministic reductions and no oversubscription in tests
+    options.intra_op_num_threads = threads
     payload = model if isinstance(model, bytes) else model.SerializeToString()
     return ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
 
@@ -94,7 +97,7 @@ def require_equivalent(reference: onnx.ModelProto | bytes, candidate: onnx.Model
 
 def onnx_accuracy(model: onnx.ModelProto | bytes, x: np.ndarray, y: np.ndarray, batch: int = 256) -> float:
     """Top-1 accuracy of `model` in onnxruntime (the deployed numbers, act-quant chains included)."""
-    sess = session(model)
+    sess = session(model, threads=0)  # 0: onnxruntime picks one thread per core
     name = sess.get_inputs()[0].name
     correct = sum(int((sess.run(None, {name: x[k : k + batch]})[0].argmax(1) == y[k : k + batch]).sum()) for k in range(0, len(y), batch))
     return correct / max(len(y), 1)
