@@ -102,3 +102,49 @@ def summary(report: dict) -> str:
         lines.append(f"  {baseline['name']:<16} {baseline['cycles']:>14,.2f} cycles  {baseline['energy_uj']:8.3f} µJ  ({ratio:.2f}x odimo's latency)")
     lines.append(f"  wrote {', '.join(report['emission']['files'])} (+ report, mapping, plot)")
     return "\n".join(lines)
+
+
+def sweep_main(argv: Sequence[str] | None = None) -> int:
+    """`odimo-sweep MODEL.onnx --target T --lambdas L1,L2,... [--baselines] [-o DIR] [--workers N] [--ray ADDRESS]`."""
+    parser = argparse.ArgumentParser(prog="odimo-sweep", description="One odimo-compile per lambda (and per baseline, same budget), then the accuracy-cost Pareto front.")
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--lambdas", required=True, help="comma-separated, e.g. 0,1e-8,1e-7")
+    parser.add_argument("--objective", choices=("latency", "energy"), default="latency")
+    parser.add_argument("--baselines", action="store_true", help="also fine-tune every mapping baseline of the target with the same budget")
+    parser.add_argument("-o", "--output", type=Path, default=Path("sweep"), help="folder of the points and the front (default ./sweep)")
+    parser.add_argument("--workers", type=int, default=1, help="points run in parallel (local processes)")
+    parser.add_argument("--ray", metavar="ADDRESS", help="run the points as Ray tasks on this cluster ('auto' or 'local')")
+    parser.add_argument("--data", default="fashion-mnist")
+    parser.add_argument("--epochs", default="0,1,1")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit-batches", type=int)
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        from odimo.compiler.emit import OutputFile, write_atomically
+        from odimo.compiler.pareto import pareto_json, pareto_plot, pareto_table, summarize
+        from odimo.compiler.sweep import check_lambdas, plan_points, run_sweep
+        from odimo.targets import get_target
+        from odimo.targets.baselines import MappingRecipe
+
+        target = get_target(args.target)
+        baselines = [b.name for b in target.baselines if isinstance(b, MappingRecipe)] if args.baselines else []
+        points = plan_points(check_lambdas(args.lambdas), baselines)
+        extra = ["--objective", args.objective, "--data", args.data, "--epochs", args.epochs, "--seed", str(args.seed)]
+        extra += ["--limit-batches", str(args.limit_batches)] if args.limit_batches else []
+        results = run_sweep(args.model.resolve(), args.target, points, args.output, extra, args.workers, args.ray)
+        summary = summarize(results, args.objective)
+        write_atomically([
+            OutputFile(args.output / "pareto.json", pareto_json(summary)),
+            OutputFile(args.output / "pareto.png", pareto_plot(summary)),
+            OutputFile(args.output / "table.md", pareto_table(summary).encode()),
+        ])
+        print(pareto_table(summary))
+        return 1 if summary["failed"] else 0
+
+    return _run("odimo-sweep", body)
+
+
+if __name__ == "__main__":
+    sys.exit(compile_main())
