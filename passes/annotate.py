@@ -37,8 +37,10 @@ def annotate(model: onnx.ModelProto, notes: Mapping[str, NodeNote], model_props:
             node.doc_string = note.doc
         annotated += 1
     _set_props(work.metadata_props, model_props)
-    work.doc_string = model_doc
-    return PassResult(work, changed=True, report={"nodes_annotated": annotated})
+    retitled = model_doc != work.doc_string
+    if retitled:  # assigning an equal doc would still mark the field present and change the bytes
+        work.doc_string = model_doc
+    return PassResult(work, changed=bool(annotated or model_props or retitled), report={"nodes_annotated": annotated})
 
 
 def _set_props(field, props: Mapping[str, str]) -> None:

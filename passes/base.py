@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import onnx
 
+from odimo.compiler.onnx_graph import GraphIndex
+
 # Layer name -> CU name of each output channel, in original channel order ("host" for host layers).
 Assignment = Mapping[str, tuple[str, ...]]
 
@@ -32,6 +34,12 @@ def register_pass(name: str) -> Callable[[Callable[..., PassResult]], Callable[.
         return fn
 
     return decorate
+
+
+def own_name(index: GraphIndex, name: str, node: str) -> str:
+    """The initializer `name` as node `node` may rewrite it: itself if no other node reads it, else a
+    copy `name@node` (onnx-io.md §3), so derived names such as `W@node/<cu>` stay unique too."""
+    return name if len(index.consumers.get(name, [])) == 1 else f"{name}@{node}"
 
 
 def cu_ranges(cus: tuple[str, ...], cu_order: tuple[str, ...]) -> dict[str, tuple[int, int]]:

@@ -18,7 +18,7 @@ from onnx import helper, numpy_helper
 
 from odimo.compiler.errors import PassError
 from odimo.compiler.onnx_graph import GraphIndex, drop_unused_initializers
-from odimo.passes.base import PassResult, register_pass
+from odimo.passes.base import PassResult, own_name, register_pass
 
 # The float weights are q·step rounded to float32; anything further from an integer code is a bug.
 CODE_TOLERANCE = 1e-3
@@ -49,7 +49,7 @@ def _dequantize(node: onnx.NodeProto, index: GraphIndex, step: np.ndarray, graph
     codes = np.round(exact)
     if np.max(np.abs(exact - codes), initial=0.0) > CODE_TOLERANCE or np.max(np.abs(codes), initial=0.0) > 127:
         raise PassError("E320", "not-quantized", f"weights of '{node.name}' are not integer multiples of their step", fix="fake-quantize the weights before the QDQ pass")
-    prefix = weight_name if len(index.consumers.get(weight_name, [])) == 1 else f"{weight_name}@{node.name}"
+    prefix = own_name(index, weight_name, node.name)
     graph.initializer.extend([
         numpy_helper.from_array(codes.astype(np.int8), f"{prefix}/q"),
         numpy_helper.from_array(step, f"{prefix}/scale"),

@@ -17,7 +17,7 @@ from onnx import numpy_helper
 
 from odimo.compiler.coupling import Coupling, View, view_positions
 from odimo.compiler.onnx_graph import GraphIndex, drop_unused_initializers
-from odimo.passes.base import PassResult, register_pass
+from odimo.passes.base import PassResult, own_name, register_pass
 from odimo.passes.order_channels import ChannelOrder
 
 Edits = dict[tuple[str, int], list[tuple[int, np.ndarray]]]
@@ -39,7 +39,7 @@ def reorder_channels(model: onnx.ModelProto, coupling: Coupling, order: ChannelO
         array = numpy_helper.to_array(values[name])
         for axis, positions in steps:
             array = np.take(array, positions, axis=axis)
-        target = name if len(index.consumers.get(name, [])) == 1 else f"{name}@{node_name}"
+        target = own_name(index, name, node_name)
         tensor = numpy_helper.from_array(np.ascontiguousarray(array), target)
         if target in values:
             values[target].CopyFrom(tensor)

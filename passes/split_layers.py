@@ -1,8 +1,8 @@
 """Sub-layer splitting: a layer on several CUs becomes one sub-layer per CU joined by a Concat.
 
 Runs after `reorder_channels`, so each CU's channels are one stored range [start, end). Sub-layer
-`L/<cu>` reads the whole input with weight rows W[start:end] (initializers `W/<cu>`, `B/<cu>`) and
-writes `Y/<cu>`; `L/concat` joins them in CU order into the original value `Y`, so consumers are
+`L/<cu>` reads the whole input with weight rows W[start:end] (initializers `W/<cu>`, `B/<cu>`;
+`W@L/<cu>` when another node shares W) and writes `Y/<cu>`; `L/concat` joins them in CU order into the original value `Y`, so consumers are
 untouched. A CU that runs a *substitute* (Darkside's DWE: a 3x3 depthwise conv with its own weights)
 reads only its channel range of the input, through `L/<cu>/slice`. Layers on one CU (fixed, host,
 or a searchable layer left whole) are renamed `L/<cu>`; when that CU runs a substitute, the layer is
@@ -21,7 +21,7 @@ from onnx import helper, numpy_helper
 
 from odimo.compiler.onnx_graph import GraphIndex, drop_unused_initializers
 from odimo.compiler.plan import TargetPlan
-from odimo.passes.base import Assignment, PassResult, cu_ranges, register_pass
+from odimo.passes.base import Assignment, PassResult, cu_ranges, own_name, register_pass
 
 HOST = "host"
 
@@ -73,9 +73,10 @@ def _rows(index: GraphIndex, node: onnx.NodeProto) -> int:
 
 
 def _split(node: onnx.NodeProto, index: GraphIndex, ranges: dict[str, tuple[int, int]], substitute: Substitute | None) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    weight_name, output = node.input[1], node.output[0]
-    weight = index.array(weight_name)
-    bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else f"{node.name}/bias"
+    output = node.output[0]
+    weight = index.array(node.input[1])
+    weight_name = own_name(index, node.input[1], node.name)
+    bias_name = own_name(index, node.input[2], node.name) if len(node.input) > 2 and node.input[2] else f"{node.name}/bias"
     bias = index.array(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(weight.shape[0], np.float32)
     whole = len(ranges) == 1
     nodes, inits, parts = [], [], []
