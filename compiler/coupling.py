@@ -63,6 +63,7 @@ class ChannelGroup:
     producers: tuple[str, ...]
     channels: int
     rigid_because: str | None
+    merged_by: tuple[str, ...] = ()  # the nodes where spaces of this group meet (e.g. a residual Add)
 
     @property
     def rigid(self) -> bool:
@@ -232,11 +233,11 @@ class _Builder:
         shape = lambda v: [(s.offset, s.length, s.inner) for s in v]  # noqa: E731
         if shape(a) == shape(b):
             for x, y in zip(a, b):
-                self.merges.add_edge(x.space, y.space)
+                self.merges.add_edge(x.space, y.space, by=reason)
             return a
         spaces = [s.space for s in (*a, *b)]
         for x, y in zip(spaces, spaces[1:]):
-            self.merges.add_edge(x, y)
+            self.merges.add_edge(x, y, by=reason)
         self.make_rigid((*a, *b), f"{reason}: operands split channels differently")
         return a
 
@@ -300,12 +301,14 @@ def _finish(builder: _Builder) -> Coupling:
     for k, spaces in enumerate(components):
         gid = f"g{k}"
         reasons = [builder.rigid[s] for s in spaces if s in builder.rigid]
+        merged_by = tuple(dict.fromkeys(data["by"] for _, _, data in builder.merges.subgraph(spaces).edges(data=True)))
         groups.append(ChannelGroup(
             id=gid,
             spaces=tuple(spaces),
             producers=tuple(builder.space_producer[s] for s in spaces),
             channels=builder.space_length[spaces[0]],
             rigid_because=reasons[0] if reasons else None,
+            merged_by=merged_by,
         ))
         group_of_space.update({s: gid for s in spaces})
     return Coupling(dict(builder.views), tuple(groups), group_of_space, tuple(builder.params), tuple(builder.sinks))

@@ -77,9 +77,10 @@ def _contiguity_reason(group: ChannelGroup, searchable: set[str], target: Target
     if target.contiguous:
         return f"target '{target.name}' splits every layer as a prefix"
     if group.rigid:
-        return group.rigid_because
+        return f"group {group.id} is rigid: {group.rigid_because}"
     producers = [p for p in group.producers if p in searchable]
     if len(producers) >= 2:
         others = ", ".join(f"'{p}'" for p in producers if p != layer)
-        return f"its output channels meet those of {others} (residual or gating), group {group.id}"
+        where = f" at {group.merged_by[0]}" if group.merged_by else ""
+        return f"its output channels meet those of {others}{where} (group {group.id}: a residual or gating)"
     return None

@@ -154,8 +154,8 @@ def _layer_problems(
         ]
     if coupling is not None:
         return [
-            f"layer '{name}' is coupled by node '{coupling}' and its split must give each CU one "
-            f"range, in the order {', '.join(target.cus)}"
+            f"layer '{name}' must give each CU one range, in the order {', '.join(target.cus)}, "
+            f"because {coupling}"
         ]
     return []
 

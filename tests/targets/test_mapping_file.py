@@ -124,8 +124,8 @@ def test_non_contiguous_darkside_split() -> None:
 
 
 def test_split_breaking_a_contiguous_group_names_the_coupling_node() -> None:
-    coupled = {"conv1": "layer1.0/Add"}
-    _fails(GOOD, "layer 'conv1' is coupled by node 'layer1.0/Add'", contiguous_layers=coupled)
+    coupled = {"conv1": "it meets 'conv4' at node 'layer1.0/Add'"}
+    _fails(GOOD, "layer 'conv1' must give each CU one range, in the order digital, analog, because it meets 'conv4' at node 'layer1.0/Add'", contiguous_layers=coupled)
     prefix = _with(conv1=("digital", "digital", "analog", "analog"))
     assert validate_mapping(prefix, DIANA_LAYERS, DIANA, contiguous_layers=coupled).layers["conv1"] == (
         "digital", "digital", "analog", "analog"
