@@ -223,7 +223,7 @@ def annotate_model(transformed: Transformed, model: onnx.ModelProto, report: dic
     for node in model.graph.node:
         if node.name not in notes:
             props = {"odimo.cu": "host"}
-            if node.op_type in ("Clip", "Mul", "Floor", "Div") and "/act/" in node.name:
+            if node.op_type in ("Clip", "Mul", "Add", "Floor", "Div") and "/act/" in node.name:
                 props["odimo.role"] = "act-quant"
             if node.name in transformed.reindexed:
                 props["odimo.reindexed"] = "true"

@@ -1,4 +1,4 @@
-"""Activation quantizers as standard ops: `floor(clamp(x, lo, clip) · s) / s` before each layer.
+"""Activation quantizers as standard ops: `floor(clamp(x, lo, clip) · s + guard) / s` before a layer.
 
 The trained network quantizes every costed layer's input to 7 bits (PACT, method.md §6); writing the
 same chain into the ONNX makes onnxruntime compute what the training measured. The chains sit right
@@ -17,6 +17,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from odimo.passes.base import PassResult, register_pass
+from odimo.targets.quantization import FLOOR_GUARD
 
 
 @dataclass(frozen=True)
@@ -66,10 +67,12 @@ def _chain(layer: str, quant: ActQuant, output: str, graph: onnx.GraphProto) -> 
         numpy_helper.from_array(np.array(quant.low, dtype=np.float32), f"{prefix}/low"),
         numpy_helper.from_array(np.array(quant.clip, dtype=np.float32), f"{prefix}/clip"),
         numpy_helper.from_array(np.array(quant.scale, dtype=np.float32), f"{prefix}/scale"),
+        numpy_helper.from_array(np.array(FLOOR_GUARD, dtype=np.float32), f"{prefix}/guard"),
     ])
     return [
         helper.make_node("Clip", [quant.input, f"{prefix}/low", f"{prefix}/clip"], [f"{prefix}/clipped"], name=f"{prefix}/clip"),
         helper.make_node("Mul", [f"{prefix}/clipped", f"{prefix}/scale"], [f"{prefix}/scaled"], name=f"{prefix}/mul"),
-        helper.make_node("Floor", [f"{prefix}/scaled"], [f"{prefix}/floored"], name=f"{prefix}/floor"),
+        helper.make_node("Add", [f"{prefix}/scaled", f"{prefix}/guard"], [f"{prefix}/guarded"], name=f"{prefix}/guard"),
+        helper.make_node("Floor", [f"{prefix}/guarded"], [f"{prefix}/floored"], name=f"{prefix}/floor"),
         helper.make_node("Div", [f"{prefix}/floored", f"{prefix}/scale"], [output], name=f"{prefix}/div"),
     ]

@@ -42,7 +42,9 @@ class LayerModule(nn.Module):
         self.node_name = node.name
         self.op_type = node.op_type
         self.weight = nn.Parameter(torch.from_numpy(weight.copy()))
-        self.bias = nn.Parameter(torch.from_numpy(bias.copy() if bias is not None else np.zeros(weight.shape[0], np.float32)))
+        # A node without a bias keeps a frozen zero one: the write-back (Supernet.float_layers) gives
+        # a float layer a bias only where the node has one, so a trained bias would be lost.
+        self.bias = nn.Parameter(torch.from_numpy(bias.copy() if bias is not None else np.zeros(weight.shape[0], np.float32)), requires_grad=bias is not None)
         self.has_bias = bias is not None
         if node.op_type == "Conv":
             pads = list(node.attrs.get("pads", [0, 0, 0, 0]))

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from odimo.targets.quantization import INT8_LEVELS, TERNARY_INIT
+from odimo.targets.quantization import FLOOR_GUARD, INT8_LEVELS, TERNARY_INIT
 
 ACT_LEVELS = 127  # 7-bit unsigned activations
 SIGNED_ACT_LEVELS = 63  # 7-bit signed variant: 63 levels per side
@@ -28,25 +28,30 @@ def ste_pow2_floor(x: torch.Tensor) -> torch.Tensor:
 
 
 class _PactFloor(torch.autograd.Function):
-    """x_q = ⌊clamp(x, lo, clip)·s⌋ / s with PACT gradients: masked input, Σ g above clip to clip."""
+    """x_q = ⌊clamp(x, lo, clip)·s + guard⌋ / s with PACT gradients: masked input, Σ g above clip to clip.
+
+    Runs on every activation a quantized layer reads: a third of a DIANA search step goes to these
+    elementwise passes, so the forward clamps once and works in place (also a smaller peak memory).
+    """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, clip: torch.Tensor, scale: torch.Tensor, signed: bool) -> torch.Tensor:
         low = -clip if signed else torch.zeros_like(clip)
         ctx.save_for_backward(x, clip)
         ctx.signed = signed
-        return torch.floor(torch.clamp(torch.clamp(x, min=low), max=clip) * scale) / scale
+        return torch.clamp(x, low, clip).mul_(scale).add_(FLOOR_GUARD).floor_().div_(scale)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, clip = ctx.saved_tensors
-        low = -clip if ctx.signed else torch.zeros_like(clip)
-        inside = (x > low) & (x < clip)
-        above = (x >= clip).to(grad.dtype)
+        above = x >= clip
+        below = x <= (-clip if ctx.signed else 0)
         grad_clip = (grad * above).sum()
         if ctx.signed:
-            grad_clip = grad_clip - (grad * (x <= low).to(grad.dtype)).sum()
-        return grad * inside.to(grad.dtype), grad_clip.reshape(clip.shape), None, None
+            grad_clip = grad_clip - (grad * below).sum()
+        # Multiplying by the mask keeps the gradient's memory format (channels_last in training);
+        # masked_fill/where with a mask of another format take a slow path.
+        return grad * ~(above | below), grad_clip.reshape(clip.shape), None, None
 
 
 class PactActivation(nn.Module):

@@ -143,7 +143,7 @@ def _run_epoch(supernet: Supernet, data: TrainValSplit, config: TrainConfig, opt
         if not torch.isfinite(loss):
             where = f"phase {phase}, epoch {state.phase_epoch[phase] + 1}, batch {k + 1}"
             kept = f"; the last good checkpoint is {config.checkpoint_dir / 'last.pt'}" if config.checkpoint_dir else ""
-            raise TrainingError("E330", "non-finite-loss", f"the training loss became {float(loss)}{kept}", where, "lower --lambda or the learning rate, check the data for NaN, then rerun with --resume")
+            raise TrainingError("E330", "non-finite-loss", f"the training loss became {float(loss.detach())}{kept}", where, "lower --lambda or the learning rate, check the data for NaN, then rerun with --resume")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -278,6 +278,10 @@ def _load_checkpoint(path: Path, supernet: Supernet, optimizers: dict[str, torch
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint gets one message
         raise TrainingError("E330", "bad-checkpoint", f"cannot resume: the checkpoint cannot be read ({exc})", str(path), "delete the checkpoint folder to start over") from None
+    mapping = payload["state"]["mapping"]
+    if mapping is not None:
+        # A checkpoint of the final phase holds the one-hot `fixed` buffers: give them their shape.
+        supernet.fix_mapping(Mapping(supernet.plan.target.name, mapping))
     supernet.load_state_dict(payload["model"])
     for key, optimizer in optimizers.items():
         optimizer.load_state_dict(payload["optimizers"][key])

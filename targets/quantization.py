@@ -12,6 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 
 INT8_LEVELS = 127
+# Activations: x·s is often an exact integer (power-of-two scales, biases on the same grid), and
+# torch and onnxruntime round the conv sums that feed it differently by an ulp, so floor would jump a
+# whole step. Both floor x·s + FLOOR_GUARD instead, which moves the step boundary off the integers.
+FLOOR_GUARD = 1e-3
 TERNARY_INIT = 0.8614  # -2·Φ⁻¹(1/3): three equiprobable levels for Gaussian weights (method.md §6)
 
 

@@ -1,0 +1,208 @@
+"""Benchmark: cost of the search phase over plain fine-tuning (the paper's Table II, on CPU).
+
+For ResNet-20 on DIANA and the Darkside seed network on Darkside, one epoch of N batches of B
+synthetic 3x32x32 images, measured in one run:
+- search: the Supernet (search modules, DIANA quantizers), loss CE + λ·cost, the trainer's search
+  optimizer (`trainer._optimizers(...)["search"]`);
+- plain fine-tune: the bridged OnnxModule without search modules, loss CE, the same weight
+  optimizer (DIANA: SGD lr 1e-3, momentum 0.9, wd 1e-4; Darkside: Adam lr 1e-3, wd 1e-4).
+Both run the trainer's CPU memory format (channels_last) on the same pre-drawn batches; data
+augmentation and validation, identical in both, are left out so they do not dilute the ratio.
+
+Time: both modules live in one process and take one step each in turn (after two untimed steps),
+so other jobs on a shared machine slow both alike; an epoch is N x the median step time.
+Memory: each configuration alone in its own process. torch has no CPU memory statistics, so it is
+the peak RSS: once torch, the ONNX model and the batches are loaded, the kernel's high-water mark is
+reset (/proc/self/clear_refs), so the peak (VmHWM) covers building the module and training only;
+reported whole and as the footprint above the RSS at the reset (the analogue of the paper's GPU
+memory, which holds no interpreter or library).
+
+Not a test: `python bench/search_overhead.py [--batches 20] [--batch-size 128] [--threads 1] [--profile]`
+(--profile: torch.profiler's top ops of three search steps, on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PAPER_TIME = (1.42, 2.48)
+PAPER_MEMORY = (1.03, 1.31)
+GOALS = {"diana": 1.15, "darkside": 1.6}
+MEMORY_GOAL = 1.10
+LAMBDA = {"diana": 1e-8, "darkside": 5e-7}  # from the reference λ grids; the value does not change the work
+CASES = (("resnet20", "diana"), ("darkside_seed", "darkside"))
+
+
+def _status_mb(key: str) -> float:
+    """VmRSS / VmHWM of this process (Linux /proc/self/status, kB) in MB."""
+    match = re.search(rf"^{key}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+    assert match, f"no {key} in /proc/self/status"
+    return int(match.group(1)) / 1024
+
+
+def _reset_peak_rss() -> None:
+    """Start a new high-water mark (VmHWM) at the current RSS (Linux >= 4.0)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def _trainer(model, target: str, mode: str):
+    """The module and its `step(x, y)` for one configuration (see the module docstring)."""
+    import torch
+    import torch.nn.functional as F
+
+    from odimo.compiler.plan import plan_for_target
+    from odimo.retrain.bridge import OnnxModule
+    from odimo.retrain.supernet import Supernet
+    from odimo.retrain.trainer import TrainConfig, _optimizers
+    from odimo.targets import get_target
+
+    torch.manual_seed(0)
+    if mode == "search":
+        net = Supernet(model, plan_for_target(model, get_target(target)))
+        optimizer = _optimizers(net, TrainConfig(lam=LAMBDA[target]))["search"]
+    else:
+        net = OnnxModule(model)
+        params = [p for p in net.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=1e-4) if target == "diana" else torch.optim.Adam(params, lr=1e-3, weight_decay=1e-4)
+    net.to(memory_format=torch.channels_last).train()
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        loss = F.cross_entropy(net(x), y)
+        if mode == "search":
+            loss = loss + LAMBDA[target] * net.cost("latency")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return net, step
+
+
+def _batches(count: int, batch_size: int) -> list:
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    return [(torch.rand(batch_size, 3, 32, 32, generator=generator), torch.randint(0, 10, (batch_size,), generator=generator)) for _ in range(count)]
+
+
+def time_epochs(model_path: str, target: str, batches: int, batch_size: int, threads: int, profile: bool) -> dict:
+    """Plain and search in this process, one step of each in turn, so both see the same machine load.
+
+    Returns N x the median step time of each (seconds per epoch).
+    """
+    import onnx
+    import torch
+
+    torch.set_num_threads(threads)
+    model = onnx.load(model_path)
+    steps = {mode: _trainer(model, target, mode)[1] for mode in ("plain", "search")}
+    data = _batches(batches + 2, batch_size)
+    seconds: dict[str, list[float]] = {mode: [] for mode in steps}
+    for k, (x, y) in enumerate(data):
+        for mode, step in steps.items():
+            started = time.perf_counter()
+            step(x, y)
+            if k >= 2:  # two untimed warm-up steps
+                seconds[mode].append(time.perf_counter() - started)
+    if profile:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+            for x, y in data[:3]:
+                steps["search"](x, y)
+        print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=18), file=sys.stderr)
+    return {f"{mode}_s": statistics.median(values) * batches for mode, values in seconds.items()} | {"threads": torch.get_num_threads()}
+
+
+def peak_memory(model_path: str, target: str, mode: str, batches: int, batch_size: int, threads: int) -> dict:
+    """Peak RSS of one configuration alone in this process: building the module and `batches` steps."""
+    import onnx
+    import torch
+
+    torch.set_num_threads(threads)
+    model = onnx.load(model_path)
+    data = _batches(batches, batch_size)
+    _reset_peak_rss()
+    loaded_mb = _status_mb("VmRSS")
+    _, step = _trainer(model, target, mode)
+    for x, y in data:
+        step(x, y)
+    return {"loaded_mb": loaded_mb, "peak_mb": _status_mb("VmHWM")}
+
+
+def export_canonical(name: str, folder: Path) -> Path:
+    """The reference network exported and imported as odimo sees it (BN folded, canonical ops)."""
+    import onnx
+    import torch
+
+    from odimo.compiler.importer import load_model
+    from odimo.models.export import export_onnx
+    from odimo.models.zoo import build
+
+    torch.manual_seed(0)
+    exported = folder / f"{name}.onnx"
+    export_onnx(build(name, 10, 3), exported, (3, 32, 32))
+    canonical = folder / f"{name}.canonical.onnx"
+    onnx.save(load_model(exported).model, str(canonical))
+    return canonical
+
+
+def _child(args: argparse.Namespace, *what: str) -> dict:
+    command = [sys.executable, __file__, "--child", *what, "--batches", str(args.batches), "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+    if args.profile:
+        command.append("--profile")
+    done = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=128)
+    # One thread by default: on a shared machine two OpenMP threads spin-wait on every one of the
+    # search's many small ops and make its timing erratic (seconds per step instead of 0.2 s).
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--profile", action="store_true", help="print torch.profiler's top ops of three search steps to stderr")
+    parser.add_argument("--memory-batches", type=int, default=3, help="steps of each memory run (the peak is reached in the first)")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        kind, target, model_path, *mode = args.child
+        if kind == "time":
+            result = time_epochs(model_path, target, args.batches, args.batch_size, args.threads, args.profile)
+        else:
+            result = peak_memory(model_path, target, mode[0], args.batches, args.batch_size, args.threads)
+        print(json.dumps(result))
+        return 0
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, target in CASES:
+            model_path = str(export_canonical(name, Path(tmp)))
+            times = _child(args, "time", target, model_path)
+            memory = {mode: _child(argparse.Namespace(**{**vars(args), "batches": args.memory_batches, "profile": False}), "memory", target, model_path, mode) for mode in ("plain", "search")}
+            rows.append((name, target, times, memory))
+
+    print(f"search-phase overhead: {args.batches} batches of {args.batch_size} synthetic 3x32x32 images per epoch, CPU, {rows[0][2]['threads']} torch thread(s)")
+    print(f"{'model / target':<26}{'plain s/ep':>11}{'search s/ep':>12}{'time':>7}{'goal':>7}   {'peak RSS MB':>17}{'ratio':>7}   {'footprint MB':>17}{'ratio':>7}{'goal':>7}")
+    for name, target, times, memory in rows:
+        time_ratio = times["search_s"] / times["plain_s"]
+        rss = (memory["plain"]["peak_mb"], memory["search"]["peak_mb"])
+        footprint = tuple(memory[mode]["peak_mb"] - memory[mode]["loaded_mb"] for mode in ("plain", "search"))
+        print(
+            f"{name + ' / ' + target:<26}{times['plain_s']:>11.2f}{times['search_s']:>12.2f}{time_ratio:>6.2f}x{GOALS[target]:>6.2f}x"
+            f"   {rss[0]:>8.0f} {rss[1]:>8.0f}{rss[1] / rss[0]:>6.2f}x   {footprint[0]:>8.0f} {footprint[1]:>8.0f}{footprint[1] / footprint[0]:>6.2f}x{MEMORY_GOAL:>6.2f}x"
+        )
+    print(f"paper (Table II, GPU, vs the most demanding baseline): time {PAPER_TIME[0]}-{PAPER_TIME[1]}x, memory {PAPER_MEMORY[0]}-{PAPER_MEMORY[1]}x")
+    print(f"goals: time <= {GOALS['diana']}x DIANA, <= {GOALS['darkside']}x Darkside; memory <= {MEMORY_GOAL}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

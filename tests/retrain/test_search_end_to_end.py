@@ -1,0 +1,87 @@
+"""`odimo-compile --mapping search` end to end on a tiny graph, DIANA (QDQ) and Darkside (float).
+
+Smoke settings (`--data synthetic --epochs 0,1,1 --limit-batches 2`). Beyond exit code and files,
+the emitted model must compute what training measured: its onnxruntime accuracy on the test images
+equals the report's torch fake-quantized `final` accuracy within 0.5 points, and per image it agrees
+on top-1 with the trained supernet (rebuilt from the last checkpoint, which is the state `final`
+was measured on) for >= 99 % of the images (method.md §7.4).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from builders import residual_add
+from odimo.compiler.cli import compile_main
+from odimo.compiler.importer import load_model
+from odimo.compiler.plan import plan_for_target
+from odimo.compiler.verify import session
+from odimo.retrain.data import fit_to_model, load_dataset
+from odimo.retrain.supernet import Supernet
+from odimo.targets import get_target
+from odimo.targets.mapping import Mapping, load_mapping
+
+SMOKE = ["--data", "synthetic", "--epochs", "0,1,1", "--limit-batches", "2", "--batch-size", "32", "--lambda", "1e-5", "--no-progress"]
+
+
+def _test_images(model_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The test part of the data the search used (the CLI's default seed 0)."""
+    imported = load_model(model_path)
+    data = load_dataset("synthetic", input_shape=imported.input_shape, num_classes=imported.num_outputs, seed=0)
+    data = fit_to_model(data, imported.input_shape, imported.num_outputs)
+    return data.x_test, data.y_test
+
+
+def _supernet_from_checkpoint(model_path: Path, target: str, checkpoint: Path) -> Supernet:
+    source = load_model(model_path)
+    supernet = Supernet(source.model, plan_for_target(source.model, get_target(target)))
+    payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    supernet.fix_mapping(Mapping(target, payload["state"]["mapping"]))
+    supernet.load_state_dict(payload["model"])
+    return supernet.eval()
+
+
+@pytest.mark.parametrize(("target", "emit"), [("diana", "qdq"), ("darkside", "float")])
+def test_search_compiles_and_the_onnx_scores_what_training_measured(target: str, emit: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    source = tmp_path / "residual_add.onnx"
+    onnx.save(residual_add(), str(source))
+    output = tmp_path / f"out.{target}.onnx"
+
+    assert compile_main([str(source), "--target", target, "-o", str(output), *SMOKE]) == 0
+    assert "accuracy:" in capsys.readouterr().out
+
+    stem = tmp_path / f"out.{target}"
+    expected_files = {output, Path(f"{stem}.report.json"), Path(f"{stem}.mapping.json"), Path(f"{stem}.split.png"), Path(f"{stem}.ckpt/last.pt")}
+    if emit == "qdq":
+        expected_files.add(Path(f"{stem}.float.onnx"))
+    assert all(f.is_file() and f.stat().st_size > 0 for f in expected_files), sorted(str(f) for f in expected_files if not f.is_file())
+    report = json.loads(Path(f"{stem}.report.json").read_text())
+    assert report["emit"] == emit and report["mapping"] == "search"
+    assert {"float", "final", "onnx"} <= report["accuracy"].keys()
+    mapping = load_mapping(f"{stem}.mapping.json")
+    assert mapping.target == target and mapping.layers
+
+    emitted = onnx.load(str(output))
+    onnx.checker.check_model(emitted, full_check=True)
+    ops = {n.op_type for n in emitted.graph.node}
+    assert ("DequantizeLinear" in ops) == (emit == "qdq")
+    assert ("Floor" in ops) == (target == "diana")  # the 7-bit activation quantizers
+
+    x, y = _test_images(source)
+    sess = session(emitted)
+    onnx_top1 = np.concatenate([sess.run(None, {sess.get_inputs()[0].name: x[k : k + 64]})[0].argmax(1) for k in range(0, len(y), 64)])
+    onnx_accuracy = float((onnx_top1 == y).mean())
+    assert onnx_accuracy == pytest.approx(report["accuracy"]["onnx"], abs=1e-12)
+    assert abs(report["accuracy"]["onnx"] - report["accuracy"]["final"]) <= 0.005, report["accuracy"]
+
+    supernet = _supernet_from_checkpoint(source, target, Path(f"{stem}.ckpt/last.pt"))
+    with torch.no_grad():
+        torch_top1 = supernet(torch.from_numpy(x)).argmax(1).numpy()
+    assert float((torch_top1 == y).mean()) == pytest.approx(report["accuracy"]["final"], abs=1e-12)
+    assert float((torch_top1 == onnx_top1).mean()) >= 0.99
