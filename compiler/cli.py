@@ -111,7 +111,7 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--target", required=True)
     parser.add_argument("--lambdas", required=True, help="comma-separated, e.g. 0,1e-8,1e-7")
     parser.add_argument("--objective", choices=("latency", "energy"), default="latency")
-    parser.add_argument("--baselines", action="store_true", help="also fine-tune every mapping baseline of the target with the same budget")
+    parser.add_argument("--baselines", nargs="?", const="all", help="also fine-tune baselines with the same budget: all (default) or a comma-separated list")
     parser.add_argument("-o", "--output", type=Path, default=Path("sweep"), help="folder of the points and the front (default ./sweep)")
     parser.add_argument("--workers", type=int, default=1, help="points run in parallel (local processes)")
     parser.add_argument("--ray", metavar="ADDRESS", help="run the points as Ray tasks on this cluster ('auto' or 'local')")
@@ -129,7 +129,8 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
         from odimo.targets.baselines import MappingRecipe
 
         target = get_target(args.target)
-        baselines = [b.name for b in target.baselines if isinstance(b, MappingRecipe)] if args.baselines else []
+        known = [b.name for b in target.baselines if isinstance(b, MappingRecipe)]
+        baselines = known if args.baselines == "all" else [b for b in (args.baselines or "").split(",") if b]
         points = plan_points(check_lambdas(args.lambdas), baselines)
         extra = ["--objective", args.objective, "--data", args.data, "--epochs", args.epochs, "--seed", str(args.seed)]
         extra += ["--limit-batches", str(args.limit_batches)] if args.limit_batches else []
