@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from odimo.compiler.errors import TrainingError
+from odimo.retrain.augment import augment
 from odimo.retrain.data import TrainValSplit
 from odimo.retrain.supernet import Supernet
 from odimo.targets.mapping import Mapping
@@ -71,6 +72,7 @@ class TrainResult:
 def train(supernet: Supernet, data: TrainValSplit, config: TrainConfig) -> TrainResult:
     """Run the phases the config asks for; returns the discrete mapping the final phase used."""
     device = torch.device(config.device)
+    torch.set_flush_denormal(True)  # tiny gradients turn denormal late in an epoch: CPU convs slow down 7x
     supernet.to(device)
     if device.type == "cpu":
         supernet.to(memory_format=torch.channels_last)
@@ -132,7 +134,7 @@ def _run_epoch(supernet: Supernet, data: TrainValSplit, config: TrainConfig, opt
     label = f"{phase} {state.phase_epoch[phase] + 1}"
     bar = tqdm(batches, desc=label, leave=False, disable=not config.progress, unit="batch")
     for k, rows in enumerate(bar):
-        xb = _augment(torch.from_numpy(data.x_train[rows]), generator).to(device)
+        xb = augment(torch.from_numpy(data.x_train[rows]), CROP_PAD, generator).to(device)
         yb = torch.from_numpy(data.y_train[rows]).to(device)
         if phase == "warmup":
             _draw_warmup_prefixes(supernet, generator)
@@ -187,18 +189,6 @@ def _lambda_for(config: TrainConfig, phase: str, state: TrainState) -> float:
         half = max(config.epochs[1] / 2, 1)
         return min(config.lam / 100 + state.phase_epoch["search"] * 0.99 * config.lam / half, config.lam)
     return config.lam
-
-
-def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random crop (pad 4) and horizontal flip, drawn from the epoch's generator."""
-    n, _, h, w = x.shape
-    padded = F.pad(x, (CROP_PAD,) * 4)
-    dy = torch.randint(0, 2 * CROP_PAD + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * CROP_PAD + 1, (n,), generator=generator)
-    flip = torch.rand(n, generator=generator) < 0.5
-    out = torch.stack([padded[i, :, y : y + h, x : x + w] for i, (y, x) in enumerate(zip(dy.tolist(), dx.tolist()))])
-    out[flip] = out[flip].flip(-1)
-    return out
 
 
 def _draw_warmup_prefixes(supernet: Supernet, generator: torch.Generator) -> None:
