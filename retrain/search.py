@@ -40,7 +40,10 @@ class PrefixMask(nn.Module):
 
     def forward(self) -> torch.Tensor:
         theta = torch.flip(torch.cumsum(torch.flip(self.alpha.abs(), [0]), 0), [0])
-        return straight_through((theta > 0.5).to(theta.dtype), theta)
+        # θ is non-increasing in exact arithmetic; a parallel cumsum may round θ_i an ulp below θ_i+1
+        # right at the threshold. cumprod keeps the mask a prefix whatever the rounding.
+        hard = torch.cumprod((theta > 0.5).to(theta.dtype), 0)
+        return straight_through(hard, theta)
 
     def set_prefix(self, count: int) -> None:
         """Make the mask exactly `count` ones (used to fix a mapping); keeps the half-init shape."""
