@@ -71,8 +71,17 @@ class TrainResult:
 
 def train(supernet: Supernet, data: TrainValSplit, config: TrainConfig) -> TrainResult:
     """Run the phases the config asks for; returns the discrete mapping the final phase used."""
+    # Tiny gradients turn denormal late in an epoch and CPU convs slow down ~7x: flush them while
+    # training, and give the process its IEEE behaviour back afterwards.
+    torch.set_flush_denormal(True)
+    try:
+        return _train(supernet, data, config)
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def _train(supernet: Supernet, data: TrainValSplit, config: TrainConfig) -> TrainResult:
     device = torch.device(config.device)
-    torch.set_flush_denormal(True)  # tiny gradients turn denormal late in an epoch: CPU convs slow down 7x
     supernet.to(device)
     if device.type == "cpu":
         supernet.to(memory_format=torch.channels_last)
