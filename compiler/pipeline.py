@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.metadata
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -41,7 +42,7 @@ from odimo.targets.baselines import MappingRecipe, baseline_costs, build_baselin
 from odimo.targets.costing import cost_table
 from odimo.targets.mapping import Mapping, load_mapping, validate_mapping
 
-VERSION = "0.1.0"
+VERSION = importlib.metadata.version("odimo")
 EMIT_MODES = ("float", "qdq")
 
 
