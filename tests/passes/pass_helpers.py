@@ -84,6 +84,15 @@ def check(model: onnx.ModelProto) -> None:
     onnx.checker.check_model(model, full_check=True)
 
 
+def run_pure(pass_fn, model: onnx.ModelProto, *args, **kwargs):
+    """Run a pass, assert it left its input untouched (STYLE §2) and that its output checks."""
+    before = model.SerializeToString()
+    result = pass_fn(model, *args, **kwargs)
+    assert model.SerializeToString() == before, "the input model was modified"
+    check(result.model)
+    return result
+
+
 def plan_of(model: onnx.ModelProto, target: str) -> TargetPlan:
     return plan_for_target(model, get_target(target))
 

@@ -8,7 +8,7 @@ import pytest
 import builders
 from odimo.compiler.verify import session
 from odimo.passes.annotate import NodeNote, annotate
-from pass_helpers import assert_same_outputs, canonical, check, node
+from pass_helpers import run_pure, assert_same_outputs, canonical, check, node
 
 NOTES = {
     "conv2": NodeNote({"odimo.source_node": "conv2", "odimo.cu": "analog", "odimo.channels": "0-3,7"}, "conv2 → analog (ternary): 5 of 8 channels"),
@@ -24,11 +24,7 @@ def props(entries) -> list[tuple[str, str]]:
 
 
 def run_annotate(model, notes=NOTES, model_props=PROPS, doc=DOC):
-    before = model.SerializeToString()
-    result = annotate(model, notes, model_props, doc)
-    assert model.SerializeToString() == before, "the input model was modified"
-    check(result.model)
-    return result
+    return run_pure(annotate, model, notes, model_props, doc)
 
 
 @pytest.fixture(scope="module")

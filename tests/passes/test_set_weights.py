@@ -8,15 +8,11 @@ import pytest
 import builders
 from odimo.compiler.errors import PassError
 from odimo.passes.set_weights import set_weights
-from pass_helpers import ATOL, RTOL, assert_same_outputs, canonical, check, initializer, node, outputs, tied_branches
+from pass_helpers import run_pure, ATOL, RTOL, assert_same_outputs, canonical, check, initializer, node, outputs, tied_branches
 
 
 def write(model, weights, biases={}, constants={}):
-    before = model.SerializeToString()
-    result = set_weights(model, weights, biases, constants)
-    assert model.SerializeToString() == before, "the input model was modified"
-    check(result.model)
-    return result
+    return run_pure(set_weights, model, weights, biases, constants)
 
 
 @pytest.fixture(scope="module")
