@@ -24,7 +24,6 @@ Not a test: `python bench/search_overhead.py [--batches 20] [--batch-size 128] [
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import re
 import statistics

@@ -24,7 +24,7 @@ import onnx.inliner
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from odimo.compiler.onnx_graph import GraphIndex, attr, opset_version, set_attr
+from odimo.compiler.onnx_graph import GraphIndex, attr, set_attr
 
 Step = Callable[[onnx.ModelProto], list[str]]
 

@@ -73,6 +73,8 @@ class Target(abc.ABC):
     # The CU whose channels a substitute op with its own weights computes (Darkside: the dwe runs
     # a depthwise conv in place of the searched conv), or None if every CU runs the layer's op.
     substitute_cu: ClassVar[str | None] = None
+    weight_formats: ClassVar[dict[str, WeightFormat]]  # how each CU stores weights in QDQ emission
+    default_emit: ClassVar[str]  # "qdq" when the search trains quantized weights, else "float"
     baselines: ClassVar[tuple[BaselineRecipe, ...]]
 
     @property

@@ -8,7 +8,7 @@ import pytest
 import builders
 from odimo.compiler.verify import session
 from odimo.passes.annotate import NodeNote, annotate
-from pass_helpers import run_pure, assert_same_outputs, canonical, check, node
+from pass_helpers import run_pure, assert_same_outputs, canonical, node
 
 NOTES = {
     "conv2": NodeNote({"odimo.source_node": "conv2", "odimo.cu": "analog", "odimo.channels": "0-3,7"}, "conv2 → analog (ternary): 5 of 8 channels"),

@@ -8,7 +8,7 @@ import pytest
 import builders
 from odimo.compiler.errors import PassError
 from odimo.passes.set_weights import set_weights
-from pass_helpers import run_pure, ATOL, RTOL, assert_same_outputs, canonical, check, initializer, node, outputs, tied_branches
+from pass_helpers import run_pure, ATOL, RTOL, assert_same_outputs, canonical, initializer, node, outputs, tied_branches
 
 
 def write(model, weights, biases={}, constants={}):
