@@ -20,7 +20,7 @@ import onnx
 
 from odimo.compiler.annotations import layer_notes, model_doc
 from odimo.compiler.emit import OutputFile, check_onnx_file, model_bytes, write_atomically
-from odimo.compiler.errors import MappingError, NoSearchableLayerError, OdimoError, OutputPathError, VerificationError
+from odimo.compiler.errors import NoSearchableLayerError, OdimoError, OutputPathError, VerificationError
 from odimo.compiler.importer import ImportedModel, load_model
 from odimo.compiler.plan import TargetPlan, plan_for_target
 from odimo.compiler.plots import split_plot
@@ -114,7 +114,7 @@ def compile(model: str | Path, options: CompileOptions) -> CompileResult:  # noq
         plan = plan_for_target(imported.model, target)
         _require_searchable(plan, source)
     with stage("search"):
-        given = None if options.mapping == "search" else _resolve_mapping(options.mapping, plan, source)
+        given = None if options.mapping == "search" else _resolve_mapping(options.mapping, plan)
         trained = None
         if given is None or options.train:
             settings = replace(options.search, seed=options.seed, checkpoint_dir=paths.checkpoints, save_search_graph=options.search_graph is not None)
@@ -268,14 +268,13 @@ def _require_searchable(plan: TargetPlan, source: Path) -> None:
     raise NoSearchableLayerError("E120", "no-searchable-layer", f"no layer can be split on target '{plan.target.name}'", f"{source.name}: layers found: {', '.join(kinds)}", "choose the other target, or give a model with convs its CUs can share")
 
 
-def _resolve_mapping(spec: str, plan: TargetPlan, source: Path) -> tuple[Mapping, str]:
+def _resolve_mapping(spec: str, plan: TargetPlan) -> tuple[Mapping, str]:
+    """A baseline name (any case) or a mapping file, validated; with the label the report shows."""
     target = plan.target
     names = {b.name.lower(): b.name for b in target.baselines if isinstance(b, MappingRecipe)}
     if spec.lower() in names:
         mapping = build_baseline(names[spec.lower()], plan.analysis.geometries, target).mapping
         label = names[spec.lower()]
-    elif spec == "search":
-        raise MappingError("E310", "not-available", "the mapping search is not available in this build", str(source), f"pass --mapping with one of {', '.join(n.lower() for n in names)} or a mapping file")
     else:
         mapping, label = load_mapping(spec), Path(spec).name
     return validate_mapping(mapping, plan.analysis.geometries, target, plan.contiguous_layers), label
