@@ -54,7 +54,7 @@ def compile_main(argv: Sequence[str] | None = None) -> int:
     training = parser.add_argument_group("training (the search, or --train for a given mapping)")
     training.add_argument("--data", default="fashion-mnist", help="fashion-mnist[:DIR], cifar10:DIR, npz:FILE or synthetic")
     training.add_argument("--epochs", default="0,1,1", help="warm-up,search,final epochs (the reference: 0,200,200)")
-    training.add_argument("--lambda", dest="lam", type=float, default=2e-6, help="strength of the cost term, per raw cycle or mW·cycle (default 2e-6 suits the short default run; the reference grid for 200 epochs tops at 1e-7)")
+    training.add_argument("--lambda", dest="lam", type=float, help="strength of the cost term, per raw cycle or mW·cycle (default: the target's, tuned for the short default run: diana 2e-6, darkside 5e-8)")
     training.add_argument("--objective", choices=("latency", "energy"), default="latency")
     training.add_argument("--device", default="cpu", help="cpu or cuda")
     training.add_argument("--batch-size", type=int, default=128)
@@ -69,8 +69,11 @@ def compile_main(argv: Sequence[str] | None = None) -> int:
         from odimo.compiler.pipeline import CompileOptions, compile
         from odimo.retrain.run import SearchSettings
 
+        from odimo.targets import get_target
+
+        lam = args.lam if args.lam is not None else get_target(args.target).default_lambda
         settings = SearchSettings(
-            data=args.data, epochs=_epochs(args.epochs), lam=args.lam, objective=args.objective, seed=args.seed, device=args.device,
+            data=args.data, epochs=_epochs(args.epochs), lam=lam, objective=args.objective, seed=args.seed, device=args.device,
             batch_size=args.batch_size, limit_batches=args.limit_batches, resume=args.resume, progress=not args.no_progress,
         )
         options = CompileOptions(target=args.target, mapping=args.mapping, output=args.output, emit=args.emit, report=args.report, seed=args.seed, train=args.train, search=settings, search_graph=args.save_search_graph)

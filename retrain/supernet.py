@@ -66,6 +66,10 @@ class Supernet(nn.Module):
     def quantizer_parameters(self) -> list[nn.Parameter]:
         return [p for m in self._costed_modules() for p in m.quantizer_parameters()]
 
+    def substitute_parameters(self) -> list[nn.Parameter]:
+        """The weights the search adds (Darkside's depthwise substitutes): all the warm-up trains."""
+        return [p for m in self.net.layers.values() if isinstance(m, DarksideSearchLayer) for p in (m.dw_weight, m.dw_bias)]
+
     def weight_parameters(self) -> list[nn.Parameter]:
         special = {id(p) for p in (*self.search_parameters(), *self.quantizer_parameters())}
         return [p for p in self.parameters() if id(p) not in special]

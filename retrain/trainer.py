@@ -223,8 +223,11 @@ def _optimizers(supernet: Supernet, config: TrainConfig) -> dict[str, torch.opti
     weights, search, quant = supernet.weight_parameters(), supernet.search_parameters(), supernet.quantizer_parameters()
     if supernet.plan.target.name == "darkside":
         make = lambda lr: torch.optim.Adam([{"params": weights, "weight_decay": 1e-4}], lr=lr)  # noqa: E731
+        # odimo imports a trained network: its warm-up trains only the new depthwise substitutes
+        # (the reference trains the whole supernet from scratch, which at lr 5e-3 wrecks a
+        # pretrained one within a few steps).
         return {
-            "warmup": torch.optim.Adam([{"params": weights, "weight_decay": 1e-4}], lr=5e-3),
+            "warmup": torch.optim.Adam([{"params": supernet.substitute_parameters(), "weight_decay": 1e-4}], lr=5e-3),
             "search": torch.optim.Adam([{"params": weights, "weight_decay": 1e-4}, {"params": search, "weight_decay": 0.0}], lr=1e-3),
             "final": make(1e-3),
         }

@@ -75,6 +75,7 @@ class Target(abc.ABC):
     substitute_cu: ClassVar[str | None] = None
     weight_formats: ClassVar[dict[str, WeightFormat]]  # how each CU stores weights in QDQ emission
     default_emit: ClassVar[str]  # "qdq" when the search trains quantized weights, else "float"
+    default_lambda: ClassVar[float]  # λ for the short default run, on this target's cost scale
     baselines: ClassVar[tuple[BaselineRecipe, ...]]
 
     @property

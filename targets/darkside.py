@@ -114,6 +114,7 @@ class Darkside(Target):
     substitute_cu = "dwe"
     weight_formats = {"cluster": WeightFormat.INT8_CHANNEL, "dwe": WeightFormat.INT8_CHANNEL}
     default_emit = "float"  # the Darkside search trains float weights (method.md §2)
+    default_lambda = 5e-8  # from the reference CIFAR-10 grid; costs here are in the millions of cycles
     baselines = (
         AllOn("All-conv", "cluster"),
         AllOn("All-DW", "dwe"),
