@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -131,7 +131,7 @@ def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, batch_size: i
 # --- one epoch -----------------------------------------------------------------------------------
 
 
-def _run_epoch(supernet: Supernet, data: TrainValSplit, config: TrainConfig, optimizer: torch.optim.Optimizer, phase: str, state: TrainState, device: torch.device) -> dict[str, Any]:
+def _run_epoch(supernet: Supernet, data: TrainValSplit, config: TrainConfig, optimizer: Stepper, phase: str, state: TrainState, device: torch.device) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(config.seed * 100_003 + state.global_epoch)
     order = torch.randperm(len(data.y_train), generator=generator).numpy()
     batches = [order[k : k + config.batch_size] for k in range(0, len(order), config.batch_size)]
@@ -219,7 +219,7 @@ def _clear_warmup_prefixes(supernet: Supernet) -> None:
 # --- optimizers (method.md §4) -------------------------------------------------------------------
 
 
-def _optimizers(supernet: Supernet, config: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+def _optimizers(supernet: Supernet, config: TrainConfig) -> dict[str, Stepper]:
     weights, search, quant = supernet.weight_parameters(), supernet.search_parameters(), supernet.quantizer_parameters()
     if supernet.plan.target.name == "darkside":
         make = lambda lr: torch.optim.Adam([{"params": weights, "weight_decay": 1e-4}], lr=lr)  # noqa: E731
@@ -234,25 +234,39 @@ def _optimizers(supernet: Supernet, config: TrainConfig) -> dict[str, torch.opti
     groups = [{"params": weights, "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4}, {"params": quant, "lr": 1e-5, "momentum": 0.0, "weight_decay": 0.0}]
     return {
         "warmup": torch.optim.SGD(copy.deepcopy(groups), lr=1e-3),
-        "search": _SearchOptimizer(torch.optim.SGD(copy.deepcopy(groups), lr=1e-3), torch.optim.Adam(search, lr=1e-3) if search else None),
+        "search": _Joint(torch.optim.SGD(copy.deepcopy(groups), lr=1e-3), *([torch.optim.Adam(search, lr=1e-3)] if search else [])),
         "final": torch.optim.SGD([{**groups[0], "lr": 1e-4}, groups[1]], lr=1e-4),
     }
 
 
-class _SearchOptimizer(torch.optim.Optimizer):
-    """SGD on weights and quantizer parameters, Adam on α (method.md §4), stepped together."""
+class Stepper(Protocol):
+    """What the loop needs of an optimizer: a torch optimizer is one, so is `_Joint`."""
 
-    def __init__(self, weights: torch.optim.Optimizer, alphas: torch.optim.Optimizer | None) -> None:
-        self.parts = [p for p in (weights, alphas) if p is not None]
-        self.param_groups = [g for p in self.parts for g in p.param_groups]
-        self.defaults = {}
-        self.state = {}
+    param_groups: list[dict[str, Any]]
+
+    def zero_grad(self, set_to_none: bool = True) -> None: ...
+    def step(self) -> Any: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class _Joint:
+    """Several optimizers stepped together: SGD on weights and quantizer parameters, Adam on α
+    (method.md §4), each with its own hyper-parameters and state."""
+
+    def __init__(self, *parts: torch.optim.Optimizer) -> None:
+        self.parts = parts
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Every part's groups (the same dicts, so a schedule editing `lr` reaches the parts)."""
+        return [group for part in self.parts for group in part.param_groups]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for part in self.parts:
             part.zero_grad(set_to_none=set_to_none)
 
-    def step(self, closure=None) -> None:  # noqa: ARG002 - the Optimizer signature
+    def step(self) -> None:
         for part in self.parts:
             part.step()
 
@@ -260,14 +274,14 @@ class _SearchOptimizer(torch.optim.Optimizer):
         return {"parts": [p.state_dict() for p in self.parts]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for part, saved in zip(self.parts, state["parts"]):
+        for part, saved in zip(self.parts, state["parts"], strict=True):
             part.load_state_dict(saved)
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
 
 
-def _save_checkpoint(path: Path, supernet: Supernet, optimizers: dict[str, torch.optim.Optimizer], state: TrainState) -> None:
+def _save_checkpoint(path: Path, supernet: Supernet, optimizers: dict[str, Stepper], state: TrainState) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"model": supernet.state_dict(), "optimizers": {k: o.state_dict() for k, o in optimizers.items()}, "state": state.__dict__, "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state()}
     staging = path.with_suffix(".tmp")
@@ -275,7 +289,7 @@ def _save_checkpoint(path: Path, supernet: Supernet, optimizers: dict[str, torch
     os.replace(staging, path)
 
 
-def _load_checkpoint(path: Path, supernet: Supernet, optimizers: dict[str, torch.optim.Optimizer]) -> TrainState:
+def _load_checkpoint(path: Path, supernet: Supernet, optimizers: dict[str, Stepper]) -> TrainState:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint gets one message
