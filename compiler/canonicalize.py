@@ -24,7 +24,7 @@ import onnx.inliner
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from odimo.compiler.onnx_graph import GraphIndex, attr, set_attr
+from odimo.compiler.onnx_graph import GraphIndex, attr, drop_unused_initializers, set_attr
 
 Step = Callable[[onnx.ModelProto], list[str]]
 
@@ -253,14 +253,12 @@ def _drop_identities(model: onnx.ModelProto) -> list[str]:
 
 
 def _drop_unused_initializers(model: onnx.ModelProto) -> list[str]:
+    """Also drop graph inputs that only declared a dropped initializer (IR < 4 style models)."""
     graph = model.graph
-    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
-    initializer_names = {init.name for init in graph.initializer}
-    kept = [init for init in graph.initializer if init.name in used]
-    dropped = len(graph.initializer) - len(kept)
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    inputs = [i for i in graph.input if i.name in used or i.name not in initializer_names]
+    before = {init.name for init in graph.initializer}
+    dropped = drop_unused_initializers(graph)
+    gone = before - {init.name for init in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in gone]
     del graph.input[:]
     graph.input.extend(inputs)
     return [f"removed {dropped} unused initializers"] if dropped else []

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Sequence
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
-
-from odimo.compiler.sweep import PointResult  # noqa: E402
+from odimo.compiler.plots import plt, png_bytes
+from odimo.compiler.sweep import PointResult
 
 SCHEMA = "odimo.pareto/1"
 
@@ -89,11 +84,7 @@ def pareto_plot(summary: dict[str, Any]) -> bytes:
     ax.scatter([], [], marker="o", color="#1f77b4", label="odimo search")
     ax.scatter([], [], marker="s", color="#d62728", label="baseline (same budget)")
     ax.legend(fontsize="small")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    return buffer.getvalue()
+    return png_bytes(fig)
 
 
 def pareto_table(summary: dict[str, Any]) -> str:

@@ -39,6 +39,11 @@ def split_plot(report: dict[str, Any]) -> bytes:
     bottom.set_yscale("symlog", linthresh=1.0)
     bottom.set_ylabel("cycles (bounding CU outlined)")
     bottom.set_xticks(list(x), names, rotation=90, fontsize="x-small")
+    return png_bytes(fig)
+
+
+def png_bytes(fig: plt.Figure) -> bytes:
+    """The figure as PNG bytes, closed; no software stamp, so equal figures give equal bytes."""
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})

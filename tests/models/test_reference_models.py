@@ -20,21 +20,9 @@ from odimo.models.export import (
     max_abs_diff,
 )
 from odimo.models.zoo import MODELS, build
+from torch_helpers import randomize_batchnorm
 
 INPUT_SHAPE = (3, 32, 32)
-
-
-def _randomize_bn(module: nn.Module, seed: int) -> nn.Module:
-    """Non-trivial BN statistics, so that export errors in BN handling would show in the outputs."""
-    g = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            c = m.num_features
-            m.weight.data = 0.5 + torch.rand(c, generator=g)
-            m.bias.data = 0.2 * torch.rand(c, generator=g) - 0.1
-            m.running_mean = 0.2 * torch.rand(c, generator=g) - 0.1
-            m.running_var = 0.5 + torch.rand(c, generator=g)
-    return module
 
 
 def _conv_geometry(module: nn.Module, input_shape: tuple[int, int, int]) -> list[tuple]:
@@ -98,7 +86,7 @@ def test_mobilenet_v1_has_13_separable_blocks_with_cifar_strides(name: str, widt
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_export_runs_in_onnxruntime_like_torch_at_batch_1_and_3(name: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
-    module = _randomize_bn(build(name, 10, 3), seed=1)
+    module = randomize_batchnorm(build(name, 10, 3), seed=1)
     path = tmp_path / f"{name}.onnx"
     export_onnx(module, path, INPUT_SHAPE)
 
@@ -135,7 +123,7 @@ def test_export_leaves_module_in_training_mode(tmp_path: Path) -> None:
 
 def test_weights_read_back_from_onnx_reproduce_outputs(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    original = _randomize_bn(build("resnet8", 10, 3), seed=2)
+    original = randomize_batchnorm(build("resnet8", 10, 3), seed=2)
     path = tmp_path / "r8.onnx"
     export_onnx(original, path, INPUT_SHAPE)
     torch.manual_seed(1)

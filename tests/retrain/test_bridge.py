@@ -24,6 +24,7 @@ from odimo.models.export import export_onnx
 from odimo.models.zoo import MODELS, build
 from odimo.passes.set_weights import set_weights
 from odimo.retrain.bridge import LayerModule, OnnxModule
+from torch_helpers import randomize_batchnorm
 from zoo.export import EXPORTERS
 from zoo.families import FAMILIES
 from zoo.fixtures import ZooModel, zoo_model  # noqa: F401  (importing registers the fixture)
@@ -45,19 +46,6 @@ def _max_diff_to_onnxruntime(imported: ImportedModel, batches: tuple[int, ...]) 
             actual = module(torch.from_numpy(x)).numpy()
         worst = max(worst, float(np.max(np.abs(actual - expected))))
     return worst
-
-
-def _randomize_batchnorm(module: nn.Module, seed: int) -> nn.Module:
-    """Non-trivial BN affine and statistics, so folding them into the convs changes the weights."""
-    g = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            c = m.num_features
-            m.weight.data = 0.5 + torch.rand(c, generator=g)
-            m.bias.data = 0.2 * torch.rand(c, generator=g) - 0.1
-            m.running_mean = 0.2 * torch.rand(c, generator=g) - 0.1
-            m.running_var = 0.5 + torch.rand(c, generator=g)
-    return module
 
 
 def kept_bn_prelu_no_bias() -> onnx.ModelProto:
@@ -98,7 +86,7 @@ def test_bridge_matches_onnxruntime_on_zoo_family(zoo_model: ZooModel, family: s
 def test_bridge_matches_onnxruntime_on_reference_model(name: str, imported: Importer, tmp_path) -> None:
     torch.manual_seed(0)
     path = tmp_path / f"{name}-export.onnx"
-    export_onnx(_randomize_batchnorm(build(name, 10, 3), seed=1), path, (3, 32, 32))
+    export_onnx(randomize_batchnorm(build(name, 10, 3), seed=1), path, (3, 32, 32))
     batches = (1,) if name in BIG_MODELS else (1, 3)
     assert _max_diff_to_onnxruntime(imported(onnx.load(str(path)), name), batches) <= MAX_ABS_DIFF
 
