@@ -12,7 +12,8 @@ import math
 import torch
 from torch import nn
 
-from odimo.targets.quantization import FLOOR_GUARD, INT8_LEVELS, TERNARY_INIT
+from odimo.retrain.kernels import fused_pact_backward, fused_pact_forward
+from odimo.targets.quantization import INT8_LEVELS, TERNARY_INIT
 
 ACT_LEVELS = 127  # 7-bit unsigned activations
 SIGNED_ACT_LEVELS = 63  # 7-bit signed variant: 63 levels per side
@@ -28,30 +29,18 @@ def ste_pow2_floor(x: torch.Tensor) -> torch.Tensor:
 
 
 class _PactFloor(torch.autograd.Function):
-    """x_q = ⌊clamp(x, lo, clip)·s + guard⌋ / s with PACT gradients: masked input, Σ g above clip to clip.
-
-    Runs on every activation a quantized layer reads: a third of a DIANA search step goes to these
-    elementwise passes, so the forward clamps once and works in place (also a smaller peak memory).
-    """
+    """x_q = ⌊clamp(x, low, clip)·s + guard⌋ / s with PACT gradients: masked input, Σ g beyond each bound."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, clip: torch.Tensor, scale: torch.Tensor, signed: bool) -> torch.Tensor:
-        low = -clip if signed else torch.zeros_like(clip)
-        ctx.save_for_backward(x, clip)
-        ctx.signed = signed
-        return torch.clamp(x, low, clip).mul_(scale).add_(FLOOR_GUARD).floor_().div_(scale)
+    def forward(ctx, x: torch.Tensor, low: torch.Tensor, clip: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, low, clip)
+        return fused_pact_forward(x, low, clip, scale)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        x, clip = ctx.saved_tensors
-        above = x >= clip
-        below = x <= (-clip if ctx.signed else 0)
-        grad_clip = (grad * above).sum()
-        if ctx.signed:
-            grad_clip = grad_clip - (grad * below).sum()
-        # Multiplying by the mask keeps the gradient's memory format (channels_last in training);
-        # masked_fill/where with a mask of another format take a slow path.
-        return grad * ~(above | below), grad_clip.reshape(clip.shape), None, None
+        x, low, clip = ctx.saved_tensors
+        grad_x, grad_low, grad_clip = fused_pact_backward(grad, x, low, clip)
+        return grad_x, grad_low.reshape(low.shape), grad_clip.reshape(clip.shape), None
 
 
 class PactActivation(nn.Module):
@@ -75,12 +64,16 @@ class PactActivation(nn.Module):
     def effective_clip(self) -> float:
         return float(self.levels / self.scale())
 
+    def bounds(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(low, clip, s): the effective range, snapped to the pow2 grid forward, learning backward."""
+        scale = self.scale()
+        clip = self.clip + (self.levels / scale - self.clip).detach()
+        return (-clip if self.signed else torch.zeros_like(clip)), clip, scale
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return x
-        scale = self.scale().to(x.device)
-        clip = self.clip + (self.levels / scale - self.clip).detach()  # snap forward, learn backward
-        return _PactFloor.apply(x, clip, scale, self.signed)
+        return _PactFloor.apply(x, *self.bounds())
 
 
 class Int8Pow2Weights(nn.Module):

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from odimo.retrain.bridge import LayerModule
+from odimo.retrain.pact_layer import pact_layer
 from odimo.retrain.quantizers import Int8Pow2Weights, PactActivation, TernaryWeights, quantize_bias
 from odimo.targets.quantization import INT8_LEVELS
 
@@ -127,7 +128,9 @@ class DianaSearchLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self.effective_weights()
-        return self.layer.apply(self.act(x), weight, bias)
+        if not self.act.enabled:
+            return self.layer.apply(x, weight, bias)
+        return pact_layer(x, self.act.bounds(), weight, bias, self.layer)
 
 
 class DarksideSearchLayer(nn.Module):
