@@ -190,6 +190,23 @@ def _child(args: argparse.Namespace, *what: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _summary(args: argparse.Namespace, rows: list) -> dict:
+    """The measured ratios, per case and reference, as REPRODUCTION.md reads them."""
+    cases = []
+    for name, target, times, memory in rows:
+        for reference in ("plain", "baseline"):
+            footprint = {mode: memory[mode]["peak_mb"] - memory[mode]["loaded_mb"] for mode in (reference, "search")}
+            cases.append({
+                "model": name, "target": target, "reference": "float" if reference == "plain" else BASELINE[target],
+                "reference_s_per_epoch": times[f"{reference}_s"], "search_s_per_epoch": times["search_s"],
+                "time_ratio": times["search_s"] / times[f"{reference}_s"],
+                "peak_rss_ratio": memory["search"]["peak_mb"] / memory[reference]["peak_mb"],
+                "footprint_ratio": footprint["search"] / footprint[reference],
+            })  # fmt: skip
+    settings = {"batches": args.batches, "batch_size": args.batch_size, "threads": rows[0][2]["threads"]}
+    return {"schema": "odimo.overhead/1", "settings": settings, "cases": cases}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=20)
@@ -199,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top ops of three search steps to stderr")
     parser.add_argument("--memory-batches", type=int, default=3, help="steps of each memory run (the peak is reached in the first)")
+    parser.add_argument("--json", type=Path, help="also write the measurements to this file (REPRODUCTION.md's Table II)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -230,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{name + ' / ' + target:<26}{label:>10}{times[f'{reference}_s']:>10.2f}{times['search_s']:>12.2f}{time_ratio:>6.2f}x{GOALS[target]:>6.2f}x"
                 f"   {rss[0]:>8.0f} {rss[1]:>8.0f}{rss[1] / rss[0]:>6.2f}x   {footprint[0]:>8.0f} {footprint[1]:>8.0f}{footprint[1] / footprint[0]:>6.2f}x{MEMORY_GOAL:>6.2f}x"
             )
+    if args.json:
+        args.json.write_text(json.dumps(_summary(args, rows), indent=1, sort_keys=True) + "\n")
     print(f"paper (Table II, GPU, vs the most demanding baseline): time {PAPER_TIME[0]}-{PAPER_TIME[1]}x, memory {PAPER_MEMORY[0]}-{PAPER_MEMORY[1]}x")
     print(f"goals: time <= {GOALS['diana']}x DIANA, <= {GOALS['darkside']}x Darkside; memory <= {MEMORY_GOAL}x")
     return 0

@@ -57,7 +57,7 @@ class _FusedKernel:
             self.compiled = torch.compile(self.function, dynamic=True, fullgraph=True)
         try:
             return self.compiled(*args)
-        except Exception as error:  # any backend failure: no compiler, no Triton, an old GPU
+        except Exception as error:  # noqa: BLE001 - any backend failure: no compiler, no Triton, an old GPU
             self.failed = True
             warnings.warn(f"odimo: torch.compile of {self.function.__name__} failed ({type(error).__name__}: {error}); running it eagerly (slower, same numbers). Set {COMPILE_ENV}=0 to skip compiling.", RuntimeWarning, stacklevel=2)
             return self.function(*args)

@@ -18,7 +18,7 @@ from odimo.retrain.kernels import fused_pact_backward, fused_pact_forward
 
 class _PactLayer(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, low, clip, scale, weight, bias, layer: LayerModule):  # noqa: ANN001 (autograd signature)
+    def forward(ctx, x, low, clip, scale, weight, bias, layer: LayerModule):
         ctx.save_for_backward(x, low, clip, scale, weight)
         ctx.layer = layer
         return layer.apply(fused_pact_forward(x, low, clip, scale), weight, bias)

@@ -54,3 +54,32 @@ def test_resume_skips_finished_points(swept: tuple[Path, int]) -> None:
     stamp = finished.stat().st_mtime_ns
     assert run_sweep(root) == 1  # the impossible point fails again; the finished ones are not redone
     assert finished.stat().st_mtime_ns == stamp
+
+
+def test_ray_runs_the_same_points_on_a_local_ray_instance(tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray")
+    model = builders.save(builders.residual_add(), tmp_path / "res.onnx")
+    args = ["--target", "diana", "--lambdas", "1e-6", "--baselines", "all-8bit", "--data", "synthetic", "--epochs", "0,1,1", "--limit-batches", "1"]
+    try:
+        assert sweep_main([model, *args, "-o", str(tmp_path / "sweep"), "--ray", "local"]) == 0
+    finally:
+        ray.shutdown()
+    summary = json.loads((tmp_path / "sweep" / "pareto.json").read_text())
+    assert {p["name"] for p in summary["points"]} == {"lambda-1e-06", "baseline-all-8bit"} and not summary["failed"]
+
+
+def test_ray_without_the_package_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ray(name: str, *args: object, **kwargs: object):
+        if name == "ray":
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    model = builders.save(builders.residual_add(), tmp_path / "res.onnx")
+    code = sweep_main([model, "--target", "diana", "--lambdas", "1e-6", "--data", "synthetic", "-o", str(tmp_path / "sweep"), "--ray", "auto"])
+    assert code == 2
+    assert "pip install 'odimo[ray]'" in capsys.readouterr().err

@@ -152,3 +152,12 @@ def test_export_cli_writes_a_verified_model(tmp_path: Path, capsys: pytest.Captu
 def test_unknown_model_name_lists_the_known_ones() -> None:
     with pytest.raises(ValueError, match="resnet20"):
         build("resnet21", 10, 3)
+
+
+def test_train_default_trains_any_zoo_network_and_names_the_output_after_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from odimo.models import train_default
+
+    path = tmp_path / "mbv1.onnx"
+    assert train_default.main(["--arch", "mobilenetv1_025", "--data", "synthetic", "--epochs", "1", "--max-steps", "2", "--threads", "1", "-o", str(path)]) == 0
+    assert "mobilenetv1_025 on synthetic" in capsys.readouterr().out
+    assert sum(node.op_type == "Conv" for node in onnx.load(str(path)).graph.node) == 27
