@@ -28,6 +28,7 @@ from odimo.retrain.supernet import Supernet
 from odimo.targets.mapping import Mapping
 
 PHASES = ("warmup", "search", "final")
+DARKSIDE_WEIGHT_LR = 1e-4  # fine-tuning an imported network (method.md §4: the reference's ImageNet lr)
 TEMPERATURE_DECAY = 0.045  # T <- T·exp(-0.045) after every search epoch (method.md §1.1)
 CROP_PAD = 4  # DIANA augmentation: random crop with 4 pixels of padding, horizontal flip
 
@@ -222,14 +223,15 @@ def _clear_warmup_prefixes(supernet: Supernet) -> None:
 def _optimizers(supernet: Supernet, config: TrainConfig) -> dict[str, Stepper]:
     weights, search, quant = supernet.weight_parameters(), supernet.search_parameters(), supernet.quantizer_parameters()
     if supernet.plan.target.name == "darkside":
-        make = lambda lr: torch.optim.Adam([{"params": weights, "weight_decay": 1e-4}], lr=lr)  # noqa: E731
-        # odimo imports a trained network: its warm-up trains only the new depthwise substitutes
-        # (the reference trains the whole supernet from scratch, which at lr 5e-3 wrecks a
-        # pretrained one within a few steps).
+        # odimo imports a trained network, where the reference trains the supernet from scratch:
+        # its warm-up trains only the new depthwise substitutes (lr 5e-3 on the whole supernet
+        # wrecks a pretrained one within a few steps), and the weights are fine-tuned at the
+        # reference's ImageNet lr, 1e-4: at 1e-3, one epoch of 150 batches took the Darkside seed
+        # from 91.6 % to 61.7 % (All-conv, Fashion-MNIST). θ keeps the reference's 1e-3.
         return {
             "warmup": torch.optim.Adam([{"params": supernet.substitute_parameters(), "weight_decay": 1e-4}], lr=5e-3),
-            "search": torch.optim.Adam([{"params": weights, "weight_decay": 1e-4}, {"params": search, "weight_decay": 0.0}], lr=1e-3),
-            "final": make(1e-3),
+            "search": torch.optim.Adam([{"params": weights, "lr": DARKSIDE_WEIGHT_LR, "weight_decay": 1e-4}, {"params": search, "weight_decay": 0.0}], lr=1e-3),
+            "final": torch.optim.Adam([{"params": weights, "weight_decay": 1e-4}], lr=DARKSIDE_WEIGHT_LR),
         }
     groups = [{"params": weights, "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4}, {"params": quant, "lr": 1e-5, "momentum": 0.0, "weight_decay": 0.0}]
     return {
