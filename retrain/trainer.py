@@ -225,20 +225,29 @@ def _optimizers(supernet: Supernet, config: TrainConfig) -> dict[str, Stepper]:
     if supernet.plan.target.name == "darkside":
         # odimo imports a trained network, where the reference trains the supernet from scratch:
         # its warm-up trains only the new depthwise substitutes (lr 5e-3 on the whole supernet
-        # wrecks a pretrained one within a few steps), and the weights are fine-tuned at the
-        # reference's ImageNet lr, 1e-4: at 1e-3, one epoch of 150 batches took the Darkside seed
-        # from 91.6 % to 61.7 % (All-conv, Fashion-MNIST). θ keeps the reference's 1e-3.
+        # wrecks a pretrained one within a few steps), and the imported weights are fine-tuned at
+        # the reference's ImageNet lr, 1e-4: at 1e-3, one epoch of 150 batches took the Darkside
+        # seed from 91.6 % to 61.7 % (All-conv, Fashion-MNIST). The substitutes, new and far from
+        # trained, and θ keep the reference's 1e-3 (at 1e-4, All-DW stayed near chance).
+        imported = [p for p in weights if id(p) not in {id(s) for s in supernet.substitute_parameters()}]
+        weight_groups = [{"params": imported, "lr": DARKSIDE_WEIGHT_LR, "weight_decay": 1e-4}, {"params": supernet.substitute_parameters(), "weight_decay": 1e-4}]
         return {
             "warmup": torch.optim.Adam([{"params": supernet.substitute_parameters(), "weight_decay": 1e-4}], lr=5e-3),
-            "search": torch.optim.Adam([{"params": weights, "lr": DARKSIDE_WEIGHT_LR, "weight_decay": 1e-4}, {"params": search, "weight_decay": 0.0}], lr=1e-3),
-            "final": torch.optim.Adam([{"params": weights, "weight_decay": 1e-4}], lr=DARKSIDE_WEIGHT_LR),
+            "search": torch.optim.Adam([*_fresh(weight_groups), {"params": search, "weight_decay": 0.0}], lr=1e-3),
+            "final": torch.optim.Adam(weight_groups, lr=1e-3),
         }
     groups = [{"params": weights, "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4}, {"params": quant, "lr": 1e-5, "momentum": 0.0, "weight_decay": 0.0}]
     return {
-        "warmup": torch.optim.SGD(copy.deepcopy(groups), lr=1e-3),
-        "search": _Joint(torch.optim.SGD(copy.deepcopy(groups), lr=1e-3), *([torch.optim.Adam(search, lr=1e-3)] if search else [])),
+        "warmup": torch.optim.SGD(_fresh(groups), lr=1e-3),
+        "search": _Joint(torch.optim.SGD(_fresh(groups), lr=1e-3), *([torch.optim.Adam(search, lr=1e-3)] if search else [])),
         "final": torch.optim.SGD([{**groups[0], "lr": 1e-4}, groups[1]], lr=1e-4),
     }
+
+
+def _fresh(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The same parameters in new group dicts: each optimizer owns its groups. (A deepcopy would
+    copy the parameters too, and the optimizer would step copies that never get a gradient.)"""
+    return [{**group, "params": list(group["params"])} for group in groups]
 
 
 class Stepper(Protocol):

@@ -106,6 +106,28 @@ def _last_split(history: list[dict], layer: str, cu: str) -> int:
 
 
 @pytest.mark.parametrize("target", ["diana", "darkside"])
+def test_every_phase_steps_the_supernet_s_own_weights(target: str, imported: Importer) -> None:
+    """An optimizer holding copies of the parameters would step tensors that never get a gradient."""
+    supernet = supernet_for(imported, residual_add(), "residual_add", target)
+    own = {id(p) for p in supernet.parameters()}
+    weights = {id(p) for p in supernet.weight_parameters()}
+    for phase, optimizer in trainer._optimizers(supernet, TrainConfig()).items():
+        stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        assert stepped <= own, phase
+        if phase != "warmup" or target == "diana":  # Darkside's warm-up trains only the substitutes
+            assert weights <= stepped, phase
+
+
+@pytest.mark.parametrize("target", ["diana", "darkside"])
+def test_one_search_epoch_changes_the_weights(target: str, imported: Importer) -> None:
+    supernet = supernet_for(imported, residual_add(), "residual_add", target)
+    before = [p.detach().clone() for p in supernet.weight_parameters()]
+    train(supernet, task(64), TrainConfig(epochs=(0, 1, 0), batch_size=16, **NO_PROGRESS))
+    changed = [not torch.equal(b, p.detach()) for b, p in zip(before, supernet.weight_parameters(), strict=True)]
+    assert sum(changed) >= len(changed) // 2, changed
+
+
+@pytest.mark.parametrize("target", ["diana", "darkside"])
 @pytest.mark.usefixtures("fast_lr")
 def test_search_loss_falls_over_a_few_epochs(target: str, imported: Importer) -> None:
     supernet = supernet_for(imported, residual_add(), "residual_add", target)
