@@ -64,7 +64,7 @@ class Sweep:
 SWEEPS = (
     Sweep("diana-latency", "bundled", "diana", (1e-7, 5e-7, 2e-6, 5e-6), ("all-8bit", "all-ternary", "io-8bit", "min-cost"), "latency", (0, 1, 1), 0.35),
     Sweep("diana-energy", "bundled", "diana", (4e-9, 2e-8, 8e-8, 2e-7), ("all-8bit", "min-cost-energy"), "energy", (0, 1, 1), 0.35),
-    Sweep("darkside", "darkside_seed", "darkside", (1e-8, 5e-8, 2e-7, 1e-6, 5e-6), ("all-conv", "all-dw"), "latency", (1, 1, 1), 0.7),
+    Sweep("darkside", "darkside_seed", "darkside", (1e-8, 5e-8, 2e-7, 1e-6), ("all-conv", "all-dw"), "latency", (1, 1, 1), 0.7),
 )
 SEEDS = ("darkside_seed", "mobilenetv1_100")
 DWS = "dws-mobilenetv1"
