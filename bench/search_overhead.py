@@ -200,6 +200,7 @@ def _summary(args: argparse.Namespace, rows: list) -> dict:
                 "model": name, "target": target, "reference": "float" if reference == "plain" else BASELINE[target],
                 "reference_s_per_epoch": times[f"{reference}_s"], "search_s_per_epoch": times["search_s"],
                 "time_ratio": times["search_s"] / times[f"{reference}_s"],
+                "reference_peak_mb": memory[reference]["peak_mb"], "search_peak_mb": memory["search"]["peak_mb"],
                 "peak_rss_ratio": memory["search"]["peak_mb"] / memory[reference]["peak_mb"],
                 "footprint_ratio": footprint["search"] / footprint[reference],
             })  # fmt: skip
@@ -236,20 +237,16 @@ def main(argv: list[str] | None = None) -> int:
             memory = {mode: _child(argparse.Namespace(**{**vars(args), "batches": args.memory_batches, "profile": False}), "memory", target, model_path, mode) for mode in MODES}
             rows.append((name, target, times, memory))
 
-    print(f"search-phase overhead: {args.batches} batches of {args.batch_size} synthetic 3x32x32 images per epoch, CPU, {rows[0][2]['threads']} torch thread(s)")
-    print(f"{'model / target':<26}{'reference':>10}{'ref s/ep':>10}{'search s/ep':>12}{'time':>7}{'goal':>7}   {'peak RSS MB':>17}{'ratio':>7}   {'footprint MB':>17}{'ratio':>7}{'goal':>7}")
-    for name, target, times, memory in rows:
-        for reference in ("plain", "baseline"):
-            label = "float" if reference == "plain" else BASELINE[target]
-            time_ratio = times["search_s"] / times[f"{reference}_s"]
-            rss = (memory[reference]["peak_mb"], memory["search"]["peak_mb"])
-            footprint = tuple(memory[mode]["peak_mb"] - memory[mode]["loaded_mb"] for mode in (reference, "search"))
-            print(
-                f"{name + ' / ' + target:<26}{label:>10}{times[f'{reference}_s']:>10.2f}{times['search_s']:>12.2f}{time_ratio:>6.2f}x{GOALS[target]:>6.2f}x"
-                f"   {rss[0]:>8.0f} {rss[1]:>8.0f}{rss[1] / rss[0]:>6.2f}x   {footprint[0]:>8.0f} {footprint[1]:>8.0f}{footprint[1] / footprint[0]:>6.2f}x{MEMORY_GOAL:>6.2f}x"
-            )
+    summary = _summary(args, rows)
+    print(f"search-phase overhead: {args.batches} batches of {args.batch_size} synthetic 3x32x32 images per epoch, CPU, {summary['settings']['threads']} torch thread(s)")
+    print(f"{'model / target':<26}{'reference':>10}{'ref s/ep':>10}{'search s/ep':>12}{'time':>7}{'goal':>7}   {'peak RSS MB':>17}{'ratio':>7}   {'footprint':>10}{'goal':>7}")
+    for case in summary["cases"]:
+        print(
+            f"{case['model'] + ' / ' + case['target']:<26}{case['reference']:>10}{case['reference_s_per_epoch']:>10.2f}{case['search_s_per_epoch']:>12.2f}"
+            f"{case['time_ratio']:>6.2f}x{GOALS[case['target']]:>6.2f}x   {case['reference_peak_mb']:>8.0f} {case['search_peak_mb']:>8.0f}{case['peak_rss_ratio']:>6.2f}x   {case['footprint_ratio']:>9.2f}x{MEMORY_GOAL:>6.2f}x"
+        )
     if args.json:
-        args.json.write_text(json.dumps(_summary(args, rows), indent=1, sort_keys=True) + "\n")
+        args.json.write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
     print(f"paper (Table II, GPU, vs the most demanding baseline): time {PAPER_TIME[0]}-{PAPER_TIME[1]}x, memory {PAPER_MEMORY[0]}-{PAPER_MEMORY[1]}x")
     print(f"goals: time <= {GOALS['diana']}x DIANA, <= {GOALS['darkside']}x Darkside; memory <= {MEMORY_GOAL}x")
     return 0

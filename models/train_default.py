@@ -22,11 +22,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
+import onnx
 import torch
 from torch import nn
 
-from odimo.models.export import INPUT_NAME, MAX_ABS_DIFF, export_onnx, max_abs_diff
+from odimo.compiler.verify import onnx_accuracy
+from odimo.models.export import MAX_ABS_DIFF, export_onnx, max_abs_diff
 from odimo.retrain.augment import augment
 from odimo.models.zoo import MODELS, build
 from odimo.retrain.data import load_dataset
@@ -42,16 +43,6 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 10
         for start in range(0, len(x), batch):
             logits = model(x[start : start + batch].contiguous(memory_format=torch.channels_last))
             correct += int((logits.argmax(1) == y[start : start + batch]).sum())
-    return correct / len(x)
-
-
-def onnx_accuracy(path: Path, x: np.ndarray, y: np.ndarray, batch: int = 1000) -> float:
-    """Top-1 accuracy of an exported model in onnxruntime."""
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    correct = 0
-    for start in range(0, len(x), batch):
-        (logits,) = session.run(None, {INPUT_NAME: x[start : start + batch]})
-        correct += int((logits.argmax(1) == y[start : start + batch]).sum())
     return correct / len(x)
 
 
@@ -139,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = model.to(memory_format=torch.contiguous_format)
     export_onnx(model, args.output, shape)
     diff = max(max_abs_diff(model, args.output, shape, batch) for batch in (1, 3))
-    onnx_acc = onnx_accuracy(args.output, data.x_test, data.y_test)
+    onnx_acc = onnx_accuracy(onnx.load(str(args.output)), data.x_test, data.y_test)
     print(
         f"exported {args.output} (opset 17, dynamic batch); max |torch - onnxruntime| {diff:.2e}; "
         f"onnxruntime test accuracy {100 * onnx_acc:.2f}% on {len(data.y_test)} images; "

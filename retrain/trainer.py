@@ -229,10 +229,12 @@ def _optimizers(supernet: Supernet, config: TrainConfig) -> dict[str, Stepper]:
         # the reference's ImageNet lr, 1e-4: at 1e-3, one epoch of 150 batches took the Darkside
         # seed from 91.6 % to 61.7 % (All-conv, Fashion-MNIST). The substitutes, new and far from
         # trained, and θ keep the reference's 1e-3 (at 1e-4, All-DW stayed near chance).
-        imported = [p for p in weights if id(p) not in {id(s) for s in supernet.substitute_parameters()}]
-        weight_groups = [{"params": imported, "lr": DARKSIDE_WEIGHT_LR, "weight_decay": 1e-4}, {"params": supernet.substitute_parameters(), "weight_decay": 1e-4}]
+        substitutes = supernet.substitute_parameters()
+        new = {id(p) for p in substitutes}
+        imported = [p for p in weights if id(p) not in new]
+        weight_groups = [{"params": imported, "lr": DARKSIDE_WEIGHT_LR, "weight_decay": 1e-4}, {"params": substitutes, "weight_decay": 1e-4}]
         return {
-            "warmup": torch.optim.Adam([{"params": supernet.substitute_parameters(), "weight_decay": 1e-4}], lr=5e-3),
+            "warmup": torch.optim.Adam([{"params": substitutes, "weight_decay": 1e-4}], lr=5e-3),
             "search": torch.optim.Adam([*_fresh(weight_groups), {"params": search, "weight_decay": 0.0}], lr=1e-3),
             "final": torch.optim.Adam(weight_groups, lr=1e-3),
         }
