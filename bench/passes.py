@@ -19,7 +19,7 @@ from torch import nn
 from odimo.compiler.importer import load_model
 from odimo.compiler.pipeline import emit_graphs, initial_substitutes
 from odimo.compiler.plan import Policy, plan_for_target
-from odimo.compiler.verify import compare, probe_batch
+from odimo.compiler.verify import compare, probe_inputs
 from odimo.models.export import export_onnx
 from odimo.targets import get_target
 from odimo.targets.base import Role
@@ -84,7 +84,7 @@ def main() -> None:
         emitted = emit_graphs(imported.model, plan, mapping, "qdq", initial_substitutes(imported.model, plan, mapping))
         passes = time.perf_counter() - start
         start = time.perf_counter()
-        probes = probe_batch(imported.model, 0)
+        probes = probe_inputs(imported.model, 0)
         result = compare(emitted.transformed.reference, emitted.transformed.partitioned, probes)
         compare(emitted.transformed.partitioned, emitted.main, probes)
         verify = time.perf_counter() - start

@@ -11,6 +11,10 @@ Choices (onnx-io.md §1.3):
 - Identity and (inference) Dropout are removed unless they produce a graph output.
 - Shape subgraphs are folded when equal at batch 1 and 2; a Reshape target that bakes in the batch
   gets 0 (copy) there, so the model keeps its dynamic batch.
+- A fixed batch (`torch.onnx.export(model, torch.randn(1, 3, H, W))`, the usual export) becomes the
+  symbolic dim BATCH_DIM, and every Reshape/Expand target that baked it in is freed the same way, so
+  training and evaluation run at any batch. The emitted model gets the user's signature back
+  (`restore_signature`); the importer proves by execution that the freed graph equals the original.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ Step = Callable[[onnx.ModelProto], list[str]]
 # Ops that never fold, even with constant inputs: their value is not a function of the inputs.
 _NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
 _PROBE_BATCHES = (1, 2)
+BATCH_DIM = "batch"  # the dim_param a fixed batch becomes
 
 
 def canonicalize(model: onnx.ModelProto) -> tuple[onnx.ModelProto, tuple[str, ...]]:
@@ -41,6 +46,7 @@ def canonicalize(model: onnx.ModelProto) -> tuple[onnx.ModelProto, tuple[str, ..
         _inline_functions,
         _name_nodes,
         _constants_to_initializers,
+        _free_fixed_batch,
         _fold_constant_subgraphs,
         _drop_identities,
         _reshape_to_flatten,
@@ -114,6 +120,114 @@ def _private_initializer(graph: onnx.GraphProto, index: GraphIndex, name: str, n
     if len(index.consumers.get(name, [])) <= 1 and name not in index.outputs:
         return name
     return f"{name}@{node.name}"
+
+
+# --- batch -----------------------------------------------------------------------------------
+
+
+def fixed_batch(model: onnx.ModelProto) -> int | None:
+    """The batch size the model's single input declares, or None when it is symbolic."""
+    dims = _graph_input(model.graph).type.tensor_type.shape.dim
+    return dims[0].dim_value if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
+
+
+def _graph_input(graph: onnx.GraphProto) -> onnx.ValueInfoProto:
+    initializers = {i.name for i in graph.initializer}
+    return next(i for i in graph.input if i.name not in initializers)
+
+
+def _free_fixed_batch(model: onnx.ModelProto) -> list[str]:
+    """Make a fixed batch N symbolic, in the interface and in every target that baked it in.
+
+    Why a symbolic working copy and not chunks of N: training at batch 1 would cost one interpreted
+    forward pass per image, and every later stage (bridge, passes, verification) already handles a
+    symbolic batch. A Reshape whose data keeps the batch in dim 0 and whose constant target starts
+    with N gets 0 (copy) there; an Expand target, 1 (broadcast keeps the data's batch). Shape
+    inference then carries the symbol one step further, so this repeats until nothing changes.
+    A graph that mixes images of a batch cannot be freed this way; the importer's check at another
+    batch size finds it and says so.
+    """
+    batch = fixed_batch(model)
+    if batch is None:
+        return []
+    graph = model.graph
+    for info in (_graph_input(graph), *graph.output):
+        dims = info.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_value") and dims[0].dim_value == batch:
+            dims[0].dim_param = BATCH_DIM
+    del graph.value_info[:]
+    freed = folded = 0
+    # Folding a shape subgraph (a chunk's Shape -> Gather -> Slice) lets inference see the symbol
+    # past it, which may expose the next baked target: alternate until neither finds anything.
+    while True:
+        changed, more = _free_batch_targets(model, batch), _fold_once(model)
+        freed, folded = freed + changed, folded + more
+        if not changed and not more:
+            break
+    return [f"made the fixed batch {batch} symbolic ('{BATCH_DIM}'): freed {freed} Reshape/Expand targets, folded {folded} shape nodes"]
+
+
+def _free_batch_targets(model: onnx.ModelProto, batch: int) -> int:
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    index = GraphIndex.of(inferred.graph)
+    graph = model.graph
+    changed = 0
+    for node in graph.node:
+        if node.op_type not in ("Reshape", "Expand") or len(node.input) < 2 or node.input[1] not in index.initializers:
+            continue
+        data = index.shapes.get(node.input[0])
+        target = index.array(node.input[1])
+        if not data or data[0] != BATCH_DIM or target.ndim != 1 or not len(target) or int(target[0]) != batch:
+            continue
+        freed = target.copy()
+        freed[0] = 1 if node.op_type == "Expand" else _copy_dim(node, target)
+        if freed[0] == target[0]:  # an Expand to batch 1 broadcasts already
+            continue
+        name = _private_initializer(graph, index, node.input[1], node)
+        _set_initializer(graph, name, freed)
+        node.input[1] = name
+        changed += 1
+    return changed
+
+
+def _copy_dim(reshape: onnx.NodeProto, target: np.ndarray) -> int:
+    """The Reshape target entry that keeps the data's dim 0: 0 (copy), unless `allowzero` makes 0
+    literal (dynamo exports set it); then allowzero is dropped when no other entry is 0, else -1."""
+    if not attr(reshape, "allowzero", 0):
+        return 0
+    if not np.any(target[1:] == 0):
+        set_attr(reshape, "allowzero", 0)
+        return 0
+    return -1
+
+
+def restore_signature(model: onnx.ModelProto, source: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with the graph input and output types of `source` (a fixed batch stays fixed).
+
+    The canonical graph may have freed the batch; its body runs at any batch, so declaring the
+    user's own shapes on the interface is exact. Value infos that name the freed dim are dropped.
+    """
+    restored = onnx.ModelProto()
+    restored.CopyFrom(model)
+    graph = restored.graph
+    _graph_input(graph).type.CopyFrom(_graph_input(source.graph).type)
+    outputs = {o.name: o for o in source.graph.output}
+    for output in graph.output:
+        if output.name in outputs:
+            output.type.CopyFrom(outputs[output.name].type)
+    if fixed_batch(source) is not None:
+        del graph.value_info[:]
+    return restored
+
+
+def relax_batch(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with a symbolic batch on its interface (for fast evaluation of a fixed-batch file)."""
+    if fixed_batch(model) is None:
+        return model
+    relaxed = onnx.ModelProto()
+    relaxed.CopyFrom(model)
+    _free_fixed_batch(relaxed)
+    return relaxed
 
 
 # --- constants -------------------------------------------------------------------------------
@@ -436,7 +550,7 @@ def _explicit_pads(model: onnx.ModelProto) -> list[str]:
     for node in model.graph.node:
         mode = attr(node, "auto_pad", b"NOTSET")
         mode = mode.decode() if isinstance(mode, bytes) else mode
-        if node.op_type not in ("Conv", "MaxPool", "AveragePool") or mode == "NOTSET":
+        if node.op_type not in ("Conv", "MaxPool", "AveragePool", "LpPool") or mode == "NOTSET":
             continue
         shape = inferred.shapes.get(node.input[0])
         if shape is None or not all(isinstance(d, int) for d in shape[2:]):

@@ -98,6 +98,7 @@ def summary(report: dict) -> str:
     total = report["totals"]["all"]
     acc = report.get("accuracy") or {}
     lines = [f"{report['target']['name']} / {report['mapping']}: {total['cycles']:,.2f} cycles ({total['latency_ms']:.4f} ms), {total['energy_uj']:.3f} µJ"]
+    lines += [f"  {note}" for note in report.get("notes", ())]
     if acc.get("final") is not None:
         lines.append(f"  accuracy: float {acc['float']:.2%} -> odimo {acc['final']:.2%} (onnxruntime {acc.get('onnx', float('nan')):.2%})")
     for baseline in report["baselines"]:

@@ -13,6 +13,7 @@ never re-derive coupling themselves. Like Torch-Pruning's DependencyGraph, but o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -154,6 +155,35 @@ REDUCE_OPS = frozenset({
 RESHAPING_OPS = frozenset({"Reshape", "Transpose", "Gather", "DepthToSpace", "SpaceToDepth", "Unsqueeze", "Squeeze", "Expand", "Tile", "ArgMax", "ArgMin"})
 PER_CHANNEL_NORMS = {"BatchNormalization": (1, 2, 3, 4), "InstanceNormalization": (1, 2)}
 NEVER_SUPPORTED = {"If": "control flow", "Loop": "control flow", "Scan": "control flow", "ConvTranspose": "transposed convolution", "ConvInteger": "integer convolution"}
+INDEX_OPS = frozenset({"ArgMax", "ArgMin"})
+# What may follow an ArgMax/ArgMin to the graph output: ops that move indices, never compute with them.
+INDEX_TAIL_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Cast", "Identity", "Flatten"})
+FLOAT = onnx.TensorProto.FLOAT
+INDEX_CASTS = frozenset({FLOAT, onnx.TensorProto.INT32, onnx.TensorProto.INT64})  # what a final ArgMax may cast to
+RESIZE_MODES = frozenset({"nearest", "linear"})
+PAD_MODES = frozenset({"constant", "reflect", "edge", "wrap"})
+
+
+@dataclass(frozen=True)
+class IndexTail:
+    """A graph ending in ArgMax/ArgMin: training reads `logits` and skips `nodes` (indices have no
+    gradient); evaluation compares class indices."""
+
+    logits: str
+    nodes: frozenset[str]
+
+
+def index_tail(graph: onnx.GraphProto) -> IndexTail | None:
+    """The ArgMax/ArgMin (and the shape-only ops after it) that produce the graph output, if any."""
+    producer = {out: node for node in graph.node for out in node.output}
+    value, nodes = graph.output[0].name, []
+    while value in producer and producer[value].op_type in INDEX_TAIL_OPS:
+        nodes.append(producer[value].name)
+        value = producer[value].input[0]
+    node = producer.get(value)
+    if node is None or node.op_type not in INDEX_OPS:
+        return None
+    return IndexTail(node.input[0], frozenset([*nodes, node.name]))
 
 
 def unsupported_nodes(model: onnx.ModelProto, canonical: bool = True) -> list[str]:
@@ -193,11 +223,193 @@ def _unsupported_reason(node: onnx.NodeProto, index: GraphIndex, canonical: bool
         return "MatMul of two activations (or of a non-2-D activation)"
     if node.op_type == "Gemm" and (not index.is_constant(node.input[1]) or attr(node, "transA", 0)):
         return "Gemm with a computed weight or transA=1"
-    if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2] and not index.is_constant(node.input[2]):
-        return "Gemm with a computed bias"
+    computed_bias = len(node.input) > 2 and node.input[2] and not index.is_constant(node.input[2])
+    if node.op_type in ("Conv", "Gemm") and computed_bias:
+        return f"{node.op_type} with a computed bias"
     if node.op_type not in _HANDLERS:
         return "no channel rule for this op"
+    limit = ATTRIBUTE_LIMITS.get(node.op_type)
+    return limit(node, index) if limit else None
+
+
+# --- attribute limits: what the torch bridge (retrain/bridge.py) does not compute exactly -----------
+
+Limit = Callable[[onnx.NodeProto, GraphIndex], str | None]
+_BRIDGE = "the training bridge"
+
+
+def _text(node: onnx.NodeProto, name: str, default: str) -> str:
+    value = attr(node, name, default)
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _constant_ints(node: onnx.NodeProto, position: int, index: GraphIndex) -> list[int] | None:
+    """A constant int input as a list; None when absent or computed."""
+    if position >= len(node.input) or not node.input[position] or not index.is_constant(node.input[position]):
+        return None
+    return [int(v) for v in index.array(node.input[position]).reshape(-1)]
+
+
+def _index_op_limit(node: onnx.NodeProto, index: GraphIndex) -> str | None:
+    """ArgMax/ArgMin ends the graph, over the class axis: odimo trains on the logits it reads."""
+    value = node.output[0]
+    while True:
+        users = index.consumers.get(value, [])
+        if value in index.outputs and not users:
+            break
+        if value in index.outputs or len(users) != 1 or users[0].op_type not in INDEX_TAIL_OPS:
+            feeds = ", ".join(f"'{u.name}' ({u.op_type})" for u in users) or "no node"
+            tail_ops = ", ".join(sorted(INDEX_TAIL_OPS))
+            return (f"{node.op_type} inside the network (its indices feed {feeds}): odimo trains on logits, so "
+                    f"{node.op_type} may only end the graph, followed by nothing but {tail_ops}")
+        value = users[0].output[0]
+    rank = len(index.shapes.get(node.input[0], ()))
+    axis = attr(node, "axis", 0)
+    if rank and axis % rank != 1:
+        return f"axis={axis}: odimo reads class scores on axis 1, so a final {node.op_type} must run over axis 1"
     return None
+
+
+def _after_index_op(node: onnx.NodeProto, index: GraphIndex) -> bool:
+    """Whether `node` is in the shape-only tail of an ArgMax/ArgMin (it moves class indices)."""
+    producer = index.producer.get(node.input[0])
+    while producer is not None and producer.op_type in INDEX_TAIL_OPS:
+        producer = index.producer.get(producer.input[0])
+    return producer is not None and producer.op_type in INDEX_OPS
+
+
+def _cast_limit(node: onnx.NodeProto, index: GraphIndex) -> str | None:
+    to = attr(node, "to")
+    if to == FLOAT or (to in INDEX_CASTS and _after_index_op(node, index)):
+        return None
+    name = onnx.TensorProto.DataType.Name(to)
+    return f"to={name}: {_BRIDGE} trains float32 networks (integer casts only after a final ArgMax)"
+
+
+def _gelu_limit(node: onnx.NodeProto, index: GraphIndex) -> str | None:
+    approximate = _text(node, "approximate", "none")
+    return None if approximate in ("none", "tanh") else f"approximate='{approximate}' (ONNX defines 'none' and 'tanh')"
+
+
+def _dropout_limit(node: onnx.NodeProto, index: GraphIndex) -> str | None:
+    mask = node.output[1] if len(node.output) > 1 else ""
+    read = mask and (index.consumers.get(mask) or mask in index.outputs)
+    return f"the mask output is read: {_BRIDGE} computes the data output only" if read else None
+
+
+def _pool_limit(node: onnx.NodeProto, index: GraphIndex) -> str | None:
+    kernel = list(attr(node, "kernel_shape", []))
+    if len(kernel) != 2:
+        return f"kernel_shape={kernel}: odimo pools over 2 spatial axes only"
+    auto_pad = _text(node, "auto_pad", "NOTSET")
+    if auto_pad != "NOTSET":
+        return f"auto_pad='{auto_pad}': {_BRIDGE} reads explicit pads (re-export with explicit padding)"
+    if node.op_type == "MaxPool" and len(node.output) > 1 and node.output[1]:
+        return f"the Indices output: {_BRIDGE} computes the values only"
+    if attr(node, "ceil_mode", 0) and _window_starts_in_right_pad(node, index):
+        return ("ceil_mode=1 with a last window that starts in the right padding: onnxruntime drops that "
+                "window and ONNX shape inference keeps it (pad less or use ceil_mode=0)")
+    return None
+
+
+def _window_starts_in_right_pad(node: onnx.NodeProto, index: GraphIndex) -> bool:
+    shape = index.shapes.get(node.input[0], ())
+    kernel = list(attr(node, "kernel_shape"))
+    strides = list(attr(node, "strides", [1, 1]))
+    dilations = list(attr(node, "dilations", [1, 1]))
+    pads = list(attr(node, "pads", [0, 0, 0, 0]))
+    for i, size in enumerate(shape[2:]):
+        if not isinstance(size, int):
+            return True
+        total = size + pads[i] + pads[i + 2] - dilations[i] * (kernel[i] - 1) - 1
+        if -(-total // strides[i]) * strides[i] >= size + pads[i]:
+            return True
+    return False
+
+
+def _pad_limit(node: onnx.NodeProto, index: GraphIndex) -> str | None:
+    """Reflect, edge and wrap run as F.pad, which pads (never crops) the spatial axes of a 4-D tensor."""
+    mode = _text(node, "mode", "constant")
+    if mode not in PAD_MODES:
+        return f"mode='{mode}'"
+    if mode == "constant":
+        return None
+    pads = list(attr(node, "pads", [])) or _constant_ints(node, 1, index)
+    axes = _constant_ints(node, 3, index) if len(node.input) > 3 and node.input[3] else None
+    rank = len(index.shapes.get(node.input[0], ()))
+    if pads is None or (len(node.input) > 3 and node.input[3] and axes is None) or rank != 4:
+        return f"mode='{mode}' with computed pads or axes, or on a tensor of rank {rank}: {_BRIDGE} pads 4-D tensors"
+    axes = [a % rank for a in axes] if axes is not None else list(range(rank))
+    touched = {a for k, a in enumerate(axes) if pads[k] or pads[k + len(axes)]}
+    if touched & {0, 1} or any(p < 0 for p in pads):
+        return f"mode='{mode}' pads={pads}: {_BRIDGE} pads only spatial axes in this mode, and never crops"
+    return None
+
+
+def _resize_limit(node: onnx.NodeProto, index: GraphIndex) -> str | None:
+    mode = _text(node, "mode", "nearest")
+    if mode not in RESIZE_MODES:
+        return f"mode='{mode}': {_BRIDGE} resizes with 'nearest' and 'linear' only"
+    transform = _text(node, "coordinate_transformation_mode", "half_pixel")
+    if transform == "tf_crop_and_resize":
+        return f"coordinate_transformation_mode='{transform}': {_BRIDGE} does not crop"
+    if attr(node, "antialias", 0):
+        return f"antialias=1: {_BRIDGE} does not antialias"
+    policy = _text(node, "keep_aspect_ratio_policy", "stretch")
+    sizes = node.input[3] if len(node.input) > 3 else ""
+    if policy != "stretch" and sizes and (not index.is_constant(sizes) or index.array(sizes).size):
+        return f"keep_aspect_ratio_policy='{policy}': {_BRIDGE} stretches to the given sizes"
+    return _nearest_scale_limit(node, index) if mode == "nearest" else None
+
+
+def _nearest_scale_limit(node: onnx.NodeProto, index: GraphIndex) -> str | None:
+    """Nearest picks a pixel by rounding a coordinate. With an integer or 1/2^k scale every coordinate
+    is exact or far from a tie; with another (4/7, 1.5) some land within float error of a tie, where
+    onnxruntime's rounding depends on its internal precision and the bridge's may differ."""
+    scales = _resize_scales(node, index)
+    if scales is None:
+        return f"mode='nearest' with computed scales or sizes: odimo cannot check that {_BRIDGE} rounds as onnxruntime"
+    for axis, scale in scales.items():
+        if scale != 1 and not (float(scale).is_integer() or (scale < 1 and math.frexp(float(scale))[0] == 0.5)):
+            return (f"mode='nearest' with scale {float(scale):.4g} on axis {axis}: only integer and 1/2^k scales round "
+                    f"exactly as onnxruntime does (use mode='linear', or an integer scale)")
+    return None
+
+
+def _resize_scales(node: onnx.NodeProto, index: GraphIndex) -> dict[int, np.float32] | None:
+    """The float32 scale of each axis of known length, as onnxruntime computes it (sizes: out / in);
+    None when scales or sizes are computed."""
+    shape = index.shapes.get(node.input[0], ())
+    rank = len(shape)
+    axes = [a % rank for a in attr(node, "axes", range(rank))]
+    scales = _constant_floats(node, 2, index)
+    if scales is not None:
+        return {axis: np.float32(s) for axis, s in zip(axes, scales)}
+    sizes = _constant_ints(node, 3, index)
+    if not sizes:
+        return None
+    return {a: np.float32(n) / np.float32(shape[a]) for a, n in zip(axes, sizes) if isinstance(shape[a], int)}
+
+
+def _constant_floats(node: onnx.NodeProto, position: int, index: GraphIndex) -> list[float] | None:
+    """A constant, non-empty float input as a list; None when absent, empty or computed."""
+    if position >= len(node.input) or not node.input[position] or not index.is_constant(node.input[position]):
+        return None
+    return [float(v) for v in index.array(node.input[position]).reshape(-1)] or None
+
+
+ATTRIBUTE_LIMITS: dict[str, Limit] = {
+    "ArgMax": _index_op_limit,
+    "ArgMin": _index_op_limit,
+    "Cast": _cast_limit,
+    "Gelu": _gelu_limit,
+    "Dropout": _dropout_limit,
+    "MaxPool": _pool_limit,
+    "AveragePool": _pool_limit,
+    "LpPool": _pool_limit,
+    "Pad": _pad_limit,
+    "Resize": _resize_limit,
+}
 
 
 # --- the builder -------------------------------------------------------------------------------
@@ -562,7 +774,8 @@ _HANDLERS: dict[str, Handler] = {
     "Flatten": _flatten,
     "Pad": _pad,
     "Resize": _same_channels,
-    "Upsample": _same_channels,
     "LRN": _lrn,
     "GroupNormalization": _rigid,
 }
+# Every op the importer accepts on a canonical graph; the training bridge runs exactly these (bridge.TORCH_OPS).
+SUPPORTED_OPS = frozenset(_HANDLERS)

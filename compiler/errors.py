@@ -7,6 +7,8 @@ bug, not the user's).
 
 from __future__ import annotations
 
+BUG_FIX = "this is a bug in odimo; please report it with the model (nothing was written)"
+
 
 class OdimoError(Exception):
     """Base class: a problem the user can act on.

@@ -15,12 +15,14 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail as OrtFail
+from onnxruntime.capi.onnxruntime_pybind11_state import RuntimeException as OrtRuntimeException
 
-from odimo.compiler.canonicalize import canonicalize
-from odimo.compiler.coupling import unsupported_nodes
-from odimo.compiler.errors import ModelImportError, UnsupportedOpError
-from odimo.compiler.onnx_graph import opset_version, value_shape
-from odimo.compiler.verify import probe_batch, require_equivalent
+from odimo.compiler.canonicalize import canonicalize, fixed_batch
+from odimo.compiler.coupling import index_tail, unsupported_nodes
+from odimo.compiler.errors import BUG_FIX, ModelImportError, UnsupportedOpError, VerificationError
+from odimo.compiler.onnx_graph import GraphIndex, opset_version, value_shape
+from odimo.compiler.verify import DYNAMIC_BATCH_PROBE, compare, probe_inputs, require_equivalent
 
 MIN_OPSET, MAX_OPSET = 13, 22
 MIN_IR = 7
@@ -63,8 +65,11 @@ class ImportedModel:
 
     @property
     def num_outputs(self) -> int:
-        """Width of the single output (classes, for a classifier)."""
-        return int(np.prod([d for d in value_shape(self.model.graph.output[0])[1:] if isinstance(d, int)]))
+        """Width of the single output (classes, for a classifier); of the logits when the graph
+        ends in ArgMax/ArgMin, whose output is one class index per image."""
+        tail = index_tail(self.model.graph)
+        shape = GraphIndex.of(self.model.graph).shapes[tail.logits] if tail else value_shape(self.model.graph.output[0])
+        return int(np.prod([d for d in shape[1:] if isinstance(d, int)]))
 
     @property
     def opset(self) -> int:
@@ -86,7 +91,7 @@ def load_model(path: str | Path, verify_seed: int = 0) -> ImportedModel:
     canonical, rewrites = canonicalize(model)
     canonical = _infer_shapes_strict(canonical, path)
     _reject_unsupported(canonical, path, canonical=True)
-    require_equivalent(_runnable(model), canonical, probe_batch(model, verify_seed, count=4), "import canonicalization")
+    _require_canonical_equivalent(_runnable(model), canonical, probe_inputs(model, verify_seed, count=4), path)
     return ImportedModel(
         path=path,
         source_sha256=hashlib.sha256(raw).hexdigest(),
@@ -94,6 +99,33 @@ def load_model(path: str | Path, verify_seed: int = 0) -> ImportedModel:
         model=canonical,
         rewrites=rewrites,
     )
+
+
+def _require_canonical_equivalent(model: onnx.ModelProto, canonical: onnx.ModelProto, probes: np.ndarray, path: Path) -> None:
+    """The canonical graph computes the model's function, at the model's batch and at any other.
+
+    For a fixed batch N the canonical graph runs first at N (a difference there is odimo's bug), then
+    at another batch: a difference there means the graph ties the images of a batch together (a
+    batch-mixing Reshape, say), which no symbolic batch can express; that is the user's model (exit 2).
+    """
+    batch = fixed_batch(model)
+    if batch is None:
+        require_equivalent(model, canonical, probes, "import canonicalization")
+        return
+    at_own = compare(model, canonical, probes, candidate_batch=batch)
+    if not at_own.passed:
+        raise VerificationError("E900", "verification-failed", f"import canonicalization changed the network function: max |y - y_ref| = {at_own.max_abs_diff:.3g} > {at_own.bound:.3g}", fix=BUG_FIX)
+    other = DYNAMIC_BATCH_PROBE if batch != DYNAMIC_BATCH_PROBE else batch + 1
+    try:
+        at_other = compare(model, canonical, probes, candidate_batch=other)
+        problem = None if at_other.passed else f"its outputs differ by {at_other.max_abs_diff:.3g}"
+    except (OrtFail, OrtRuntimeException, ValueError) as exc:
+        problem = f"it fails ({' '.join(str(exc).split())[:240]})"
+    if problem:
+        raise _fail(
+            "E117", "fixed-batch", f"the model only computes its function at its exported batch {batch}: run at batch {other}, {problem}; a node bakes the batch in or mixes the images of a batch",
+            str(path), "re-export with a dynamic batch: torch.onnx.export(..., dynamic_axes={'input': {0: 'batch'}, 'output': {0: 'batch'}}), or dynamic_shapes with dynamo=True",
+        )
 
 
 def _runnable(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -226,12 +258,32 @@ def _infer_shapes_strict(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
         inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
         raise _fail("E107", "shape-inference", f"strict shape inference fails: {str(exc).strip().splitlines()[0]}", str(path), "re-export with static shapes (only the batch may be dynamic)") from None
+    if _shapeless_function_outputs(inferred):
+        inferred = onnx.shape_inference.infer_shapes(inferred, check_type=True, strict_mode=True, data_prop=True)
     for info in inferred.graph.value_info:
         shape = value_shape(info)
         dynamic = [d for d in shape[1:] if not isinstance(d, int)]
         if dynamic:
             raise _fail("E107", "dynamic-shape", f"tensor '{info.name}' has shape {list(shape)}: every dim but the batch must be static", str(path), "re-export with fixed C/H/W so every intermediate shape is known")
     return inferred
+
+
+def _shapeless_function_outputs(model: onnx.ModelProto) -> bool:
+    """Give each GroupNormalization output its input's type: onnx infers no shape through this
+    function op, and every value after it would silently lose its channels. True if any changed."""
+    infos = {v.name: v for v in model.graph.value_info}
+    known = {v.name: v for v in [*model.graph.input, *model.graph.value_info]}
+    changed = False
+    for node in model.graph.node:
+        out = infos.get(node.output[0])
+        if node.op_type == "GroupNormalization" and node.input[0] in known and (out is None or not out.type.tensor_type.HasField("shape")):
+            if out is None:
+                out = model.graph.value_info.add()
+                out.name = node.output[0]
+            out.type.CopyFrom(known[node.input[0]].type)
+            known[out.name] = out
+            changed = True
+    return changed
 
 
 def _reject_non_finite(model: onnx.ModelProto, path: Path) -> None:

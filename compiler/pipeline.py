@@ -20,13 +20,14 @@ import onnx
 
 from odimo.compiler.annotations import layer_notes, model_doc
 from odimo.compiler.emit import OutputFile, check_onnx_file, model_bytes, write_atomically
-from odimo.compiler.errors import NoSearchableLayerError, OdimoError, OutputPathError, VerificationError
+from odimo.compiler.canonicalize import restore_signature
+from odimo.compiler.errors import BUG_FIX, NoSearchableLayerError, OdimoError, OutputPathError, VerificationError
 from odimo.compiler.importer import ImportedModel, load_model
 from odimo.compiler.plan import TargetPlan, plan_for_target
 from odimo.compiler.plots import split_plot
 from odimo.compiler.quantize import QuantizedLayers, quantize_layers
 from odimo.compiler.report import RunFacts, build_report, embedded_json
-from odimo.compiler.verify import Comparison, compare, onnx_accuracy, probe_batch
+from odimo.compiler.verify import Comparison, compare, onnx_accuracy, probe_inputs
 from odimo.passes.act_quant import insert_act_quant
 from odimo.passes.annotate import NodeNote, annotate
 from odimo.passes.base import PassResult
@@ -38,7 +39,7 @@ from odimo.passes.set_weights import set_weights
 from odimo.passes.split_layers import Substitute, split_layers
 from odimo.retrain.run import SearchSettings, search
 from odimo.targets import get_target
-from odimo.targets.baselines import MappingRecipe, baseline_costs, build_baseline
+from odimo.targets.baselines import MappingRecipe, baseline_costs, build_baseline, fixed_mapping
 from odimo.targets.costing import cost_table
 from odimo.targets.mapping import Mapping, load_mapping, validate_mapping
 
@@ -100,7 +101,7 @@ def stage(name: str) -> Iterator[None]:
     except OdimoError:
         raise
     except Exception as exc:  # noqa: BLE001 - anything else is our bug; say where it happened
-        raise VerificationError("E900", "internal-error", f"stage '{name}' failed: {type(exc).__name__}: {exc}", fix="this is a bug in odimo; please report it with the model (nothing was written)") from exc
+        raise VerificationError("E900", "internal-error", f"stage '{name}' failed: {type(exc).__name__}: {exc}", fix=BUG_FIX) from exc
 
 
 def compile(model: str | Path, options: CompileOptions) -> CompileResult:  # noqa: A001 - the verb users expect
@@ -112,9 +113,13 @@ def compile(model: str | Path, options: CompileOptions) -> CompileResult:  # noq
         imported = load_model(source, verify_seed=options.seed)
     with stage("analyse"):
         plan = plan_for_target(imported.model, target)
-        _require_searchable(plan, source)
+        _require_layers(plan, source)
+        notes = [] if plan.searchable else [f"no layer of this model can be split on {target.name}: every layer has one CU"]
     with stage("search"):
-        given = None if options.mapping == "search" else _resolve_mapping(options.mapping, plan)
+        if options.mapping == "search" and not plan.searchable:
+            given = (fixed_mapping(plan.analysis.geometries, target), "fixed")
+        else:
+            given = None if options.mapping == "search" else _resolve_mapping(options.mapping, plan)
         trained = None
         if given is None or options.train:
             settings = replace(options.search, seed=options.seed, checkpoint_dir=paths.checkpoints, save_search_graph=options.search_graph is not None)
@@ -132,9 +137,11 @@ def compile(model: str | Path, options: CompileOptions) -> CompileResult:  # noq
         lam = options.search.lam if trained and given is None else None
         facts = RunFacts(mapping_source, options.search.objective, lam, options.seed, emit, accuracy)
         report = build_report(imported, plan, mapping, costs, baseline_costs(plan.analysis.geometries, target), facts)
+        if notes:
+            report["notes"] = notes
         if trained is not None:
             report["training"] = {"phase_seconds": trained.phase_seconds, "history": trained.history, "epochs": list(options.search.epochs), "data": options.search.data}
-        probes = probe_batch(imported.model, options.seed)
+        probes = probe_inputs(imported.model, options.seed)
         comparison = _require_match(emitted.transformed.reference, emitted.transformed.partitioned, probes, "the partitioned float model")
         if emitted.main is not None:
             _require_match(emitted.transformed.partitioned, emitted.main, probes, "the QDQ model")
@@ -144,12 +151,13 @@ def compile(model: str | Path, options: CompileOptions) -> CompileResult:  # noq
         if trained is not None:
             report["accuracy"]["onnx"] = onnx_accuracy(main_model, *trained.test_data)
     with stage("emit"):
+        main_model, float_model = _with_user_signature(main_model, float_model, imported)
         files = [OutputFile(paths.model, model_bytes(main_model), _disk_check(main_model, probes))]
         if main_model is not float_model:
             files.append(OutputFile(paths.float_model, model_bytes(float_model), _disk_check(float_model, probes)))
         report["emission"] = {"files": {f.path.name: _sha256(f.payload) for f in files}, "max_abs_diff": comparison.max_abs_diff, "top1_agreement": comparison.top1_agreement}
         if trained is not None and trained.search_graph is not None:
-            files.append(OutputFile(options.search_graph, model_bytes(trained.search_graph), check_onnx_file))
+            files.append(OutputFile(options.search_graph, model_bytes(restore_signature(trained.search_graph, imported.original)), check_onnx_file))
         files += [
             OutputFile(paths.report, (json.dumps(report, indent=1, sort_keys=True) + "\n").encode()),
             OutputFile(paths.mapping, mapping.to_json().encode()),
@@ -201,7 +209,7 @@ def transform(model: onnx.ModelProto, plan: TargetPlan, mapping: Mapping, substi
 def _require_match(reference: onnx.ModelProto, candidate: onnx.ModelProto, probes: np.ndarray, what: str) -> Comparison:
     result = compare(reference, candidate, probes)
     if not result.passed:
-        raise VerificationError("E900", "verification-failed", f"{what} differs from its reference: max |y - y_ref| = {result.max_abs_diff:.3g} > {result.bound:.3g}", fix="this is a bug in odimo; please report it with the model (nothing was written)")
+        raise VerificationError("E900", "verification-failed", f"{what} differs from its reference: max |y - y_ref| = {result.max_abs_diff:.3g} > {result.bound:.3g}", fix=BUG_FIX)
     return result
 
 
@@ -261,11 +269,17 @@ def _output_paths(source: Path, options: CompileOptions, emit: str) -> OutputPat
     return OutputPaths.beside(output, options.report)
 
 
-def _require_searchable(plan: TargetPlan, source: Path) -> None:
-    if plan.searchable:
+def _require_layers(plan: TargetPlan, source: Path) -> None:
+    """E120 for a model with no Conv or Gemm at all; one whose layers all have one CU is still mapped."""
+    if plan.layers:
         return
-    kinds = sorted({f"{p.layer.geometry.kind.value} ({p.support.role.value})" for p in plan.layers}) or ["no Conv/Gemm at all"]
-    raise NoSearchableLayerError("E120", "no-searchable-layer", f"no layer can be split on target '{plan.target.name}'", f"{source.name}: layers found: {', '.join(kinds)}", "choose the other target, or give a model with convs its CUs can share")
+    raise NoSearchableLayerError("E120", "no-searchable-layer", f"no layer can be split on target '{plan.target.name}'", f"{source.name}: layers found: no Conv/Gemm at all", "give odimo a CNN: it maps Conv and Gemm layers onto the target's CUs")
+
+
+def _with_user_signature(main: onnx.ModelProto, float_model: onnx.ModelProto, imported: ImportedModel) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    """Both outputs with the user's input and output types (a fixed batch stays fixed)."""
+    restored_main = restore_signature(main, imported.original)
+    return restored_main, (restored_main if float_model is main else restore_signature(float_model, imported.original))
 
 
 def _resolve_mapping(spec: str, plan: TargetPlan) -> tuple[Mapping, str]:

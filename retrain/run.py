@@ -17,11 +17,11 @@ import numpy as np
 import onnx
 import torch
 
-from odimo.compiler.errors import VerificationError
+from odimo.compiler.errors import BUG_FIX, VerificationError
 from odimo.compiler.importer import ImportedModel
 from odimo.compiler.plan import TargetPlan
 from odimo.compiler.quantize import QuantizedLayers
-from odimo.compiler.verify import ABS_TOL, REL_TOL, probe_batch, run, session
+from odimo.compiler.verify import ABS_TOL, REL_TOL, DYNAMIC_BATCH_PROBE, logits_view, probe_inputs, run, session
 from odimo.passes.act_quant import ActQuant, insert_act_quant
 from odimo.passes.search_graph import search_graph
 from odimo.passes.set_weights import set_weights
@@ -117,14 +117,15 @@ def _search_graph(model: onnx.ModelProto, supernet: Supernet, act_quant: dict[st
     """The searched network as ONNX with one function call per searchable layer, checked against
     the torch supernet in eval mode (both without activation quantizers, onnx-io.md §4)."""
     graph = search_graph(model, supernet.search_nodes()).model
-    probes = probe_batch(model, seed)
+    probes = probe_inputs(model, seed)
+    batches = [probes[k : k + DYNAMIC_BATCH_PROBE] for k in range(0, len(probes), DYNAMIC_BATCH_PROBE)]
     with supernet.unfixed(), _act_quant_disabled(supernet), torch.no_grad():
         supernet.eval()
-        expected = np.concatenate([supernet(torch.from_numpy(batch)).numpy() for batch in probes])
-    produced = run(session(graph), probes)[0]
+        expected = np.concatenate([supernet(torch.from_numpy(batch)).numpy() for batch in batches])
+    produced = run(session(logits_view(graph)), probes)[0]  # the supernet returns logits
     bound = ABS_TOL + REL_TOL * float(np.abs(expected).max())
     if float(np.abs(produced - expected).max()) > bound:
-        raise VerificationError("E900", "verification-failed", f"the search graph differs from the torch supernet by {float(np.abs(produced - expected).max()):.3g}", fix="this is a bug in odimo; please report it (nothing was written)")
+        raise VerificationError("E900", "verification-failed", f"the search graph differs from the torch supernet by {float(np.abs(produced - expected).max()):.3g}", fix=BUG_FIX)
     return insert_act_quant(graph, act_quant).model
 
 

@@ -149,6 +149,15 @@ def _assemble(
     return Baseline(name, Mapping(target.name, assignment), tuple(notes))
 
 
+def fixed_mapping(layers: Sequence[LayerGeometry], target: Target) -> Mapping:
+    """Every costed layer on its only CU: the whole mapping of a model no layer of which can be split."""
+
+    def refuse(layer: LayerGeometry) -> Split:
+        raise TargetError("E150", "bad-target", f"layer '{layer.name}' can be split on {target.name}, so the model has no fixed mapping", fix="search a mapping or give one")
+
+    return _assemble("fixed", layers, target, refuse).mapping
+
+
 def baselines_for(target: Target) -> tuple[str, ...]:
     """Names of the baselines that apply to `target`, in report order."""
     return tuple(recipe.name for recipe in target.baselines)

@@ -13,6 +13,8 @@ from onnx import helper
 from onnx.external_data_helper import uses_external_data
 
 import builders
+from odimo.compiler.canonicalize import restore_signature
+from odimo.compiler.errors import ModelImportError
 from odimo.compiler.importer import ImportedModel, load_model
 from odimo.compiler.onnx_graph import value_shape
 from odimo.compiler.verify import session
@@ -60,11 +62,37 @@ def test_load_model_keeps_the_dynamic_batch(tmp_path: Path) -> None:
     assert value_shape(result.model.graph.output[0]) == ("batch", 4)
 
 
-def test_load_model_keeps_a_static_batch(tmp_path: Path) -> None:
+def test_load_model_frees_a_fixed_batch_and_keeps_the_users_signature(tmp_path: Path) -> None:
+    """The working graph runs at any batch; the original (whose signature emission restores) keeps 2."""
     g = builders.GraphBuilder(batch=2)
     model = g.build(g.gemm(g.flatten(g.gap(g.conv("x", 8, "conv"), "gap"), "flatten"), 4, "fc"))
     result = imported(model, tmp_path)
-    assert value_shape(result.model.graph.input[0]) == (2, 3, 8, 8)
+    assert value_shape(result.model.graph.input[0]) == ("batch", 3, 8, 8)
+    assert value_shape(result.original.graph.input[0]) == (2, 3, 8, 8)
+    restored = restore_signature(result.model, result.original)
+    assert value_shape(restored.graph.input[0]) == (2, 3, 8, 8) and value_shape(restored.graph.output[0]) == (2, 4)
+
+
+def test_fixed_batch_baked_into_a_reshape_is_freed(tmp_path: Path) -> None:
+    """x [1,3,8,8] -> conv -> Reshape [1, 8, 64] -> ReduceMean -> fc: the exported batch in a target"""
+    g = builders.GraphBuilder(batch=1)
+    y = g.conv("x", 8, "conv")
+    y = g._node("Reshape", [y, g._const("shape", np.array([1, 8, 64], np.int64))], "reshape", (8, 64))[0]
+    y = g._node("ReduceMean", [y], "mean", (8,), axes=[2], keepdims=0)[0]
+    result = imported(g.build(g.gemm(y, 4, "fc")), tmp_path)
+    batch3 = np.random.default_rng(0).random((3, 3, 8, 8), dtype=np.float32)
+    assert session(result.model).run(None, {"x": batch3})[0].shape == (3, 4)
+
+
+def test_graph_that_mixes_the_images_of_a_fixed_batch_is_e117(tmp_path: Path) -> None:
+    """x [2,3,8,8] -> conv -> Reshape [1, 2*8*64] (both images in one row) -> Reshape [2, 512] -> fc"""
+    g = builders.GraphBuilder(batch=2)
+    y = g._node("Reshape", [g.conv("x", 8, "conv"), g._const("rows", np.array([1, 1024], np.int64))], "mix", (1024,))[0]
+    y = g._node("Reshape", [y, g._const("back", np.array([2, 512], np.int64))], "unmix", (512,))[0]
+    path = builders.save(g.build(g.gemm(y, 4, "fc")), tmp_path / "mix.onnx")
+    with pytest.raises(ModelImportError) as info:
+        load_model(path)
+    assert info.value.code == "E117" and "exported batch 2" in info.value.what and "dynamic_axes" in info.value.fix
 
 
 def test_imported_model_reports_its_interface(tmp_path: Path) -> None:

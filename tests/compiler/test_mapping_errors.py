@@ -102,14 +102,36 @@ def only_grouped() -> onnx.ModelProto:
     return g.build(g.flatten(g.gap(g.conv("x", 4, "grouped", group=2), "gap"), "flatten"))
 
 
-@pytest.mark.parametrize(("model", "target", "found"), [
-    (only_depthwise, "diana", "depthwise (fixed)"),
-    (only_grouped, "diana", "grouped (host)"),
-    (builders.depthwise_grouped, "darkside", "conv (fixed), depthwise (fixed), grouped (fixed), linear (fixed)"),
-])
-def test_model_without_searchable_layers_is_refused_with_e120(tmp_path: Path, capsys: pytest.CaptureFixture[str], model, target: str, found: str) -> None:
-    err = refuse(tmp_path, model(), capsys, "--target", target, "--mapping", "min-cost", code="E120")
-    assert f"no layer can be split on target '{target}'" in err and f"net.onnx: layers found: {found}" in err
+def no_conv() -> onnx.ModelProto:
+    """x -> relu -> gap -> flatten: nothing odimo maps"""
+    g = GraphBuilder()
+    return g.build(g.flatten(g.gap(g.relu("x", "relu"), "gap"), "flatten"))
+
+
+def test_model_without_any_conv_or_gemm_is_refused_with_e120(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = refuse(tmp_path, no_conv(), capsys, "--target", "diana", code="E120")
+    assert "net.onnx: layers found: no Conv/Gemm at all" in err
+
+
+NO_SPLIT = [(only_depthwise, "diana"), (only_grouped, "diana"), (builders.depthwise_grouped, "darkside")]
+
+
+@pytest.mark.parametrize(("model", "target"), NO_SPLIT)
+@pytest.mark.parametrize("mapping", ["search", "min-cost"])
+def test_model_with_no_splittable_layer_emits_its_fixed_mapping(tmp_path: Path, capsys: pytest.CaptureFixture[str], model, target: str, mapping: str) -> None:
+    """Each layer on the only CU that runs it, annotated and verified, exit 0; the search trains nothing."""
+    source = builders.save(model(), tmp_path / "net.onnx")
+    args = [source, "--target", target, "--mapping", mapping, "--data", "npz:/nonexistent.npz", "-o", str(tmp_path / "out.onnx")]
+    assert compile_main(args) == 0  # the data is never loaded: nothing to train
+    notice = f"no layer of this model can be split on {target}: every layer has one CU"
+    assert notice in capsys.readouterr().out
+    report = json.loads((tmp_path / "out.report.json").read_text())
+    assert report["notes"] == [notice] and report["accuracy"]["final"] is None
+    assert report["mapping"] == ("fixed" if mapping == "search" else "Min-Cost")
+    emitted = onnx.load(str(tmp_path / "out.onnx"))
+    cus = {n.name: {p.key: p.value for p in n.metadata_props}.get("odimo.cu") for n in emitted.graph.node if n.op_type in ("Conv", "Gemm")}
+    expected = {row["name"]: next(iter(row["split"]), "host") for row in report["layers"]}
+    assert {name.split("/")[0]: cu for name, cu in cus.items()} == expected
 
 
 def test_output_equal_to_the_input_is_refused_with_e130(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

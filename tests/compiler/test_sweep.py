@@ -14,6 +14,8 @@ import pytest
 import builders
 from odimo.compiler.cli import sweep_main
 
+pytestmark = pytest.mark.xdist_group("sweep")  # one worker runs the module's sweep, once
+
 ARGS = ["--target", "diana", "--lambdas", "0,1e-6", "--baselines", "all-8bit,no-such-baseline", "--data", "synthetic", "--epochs", "0,1,1", "--limit-batches", "1"]
 
 

@@ -17,7 +17,7 @@ import builders
 from builders import GraphBuilder
 from odimo.compiler.canonicalize import canonicalize
 from odimo.compiler.plan import Policy, TargetPlan, plan_for_target
-from odimo.compiler.verify import probe_batch, run, session
+from odimo.compiler.verify import probe_inputs, run, session
 from odimo.targets import get_target
 from odimo.targets.mapping import Mapping, validate_mapping
 
@@ -72,7 +72,7 @@ def tied_branches() -> onnx.ModelProto:
 
 def outputs(model: onnx.ModelProto, seed: int = 0) -> list[np.ndarray]:
     """onnxruntime outputs of `model` on 8 seeded probes."""
-    return run(session(model), probe_batch(model, seed))
+    return run(session(model), probe_inputs(model, seed))
 
 
 def assert_same_outputs(reference: onnx.ModelProto, candidate: onnx.ModelProto, seed: int = 0) -> None:

@@ -19,7 +19,7 @@ import torch
 import builders
 from odimo.compiler.importer import load_model
 from odimo.compiler.pipeline import emit_graphs, initial_substitutes, transform
-from odimo.compiler.verify import compare, probe_batch
+from odimo.compiler.verify import compare, probe_inputs
 from odimo.models.export import export_onnx
 from odimo.models.zoo import build
 from pass_helpers import canonical, darkside_chain, host_branch_add, plan_of, random_mapping, tied_branches
@@ -71,7 +71,7 @@ def check_random_mappings(model: onnx.ModelProto, target: str, examples: int, pr
 @pytest.mark.parametrize("name", sorted(GRAPHS))
 def test_random_mappings_keep_small_graphs_exact(name: str, target: str) -> None:
     model = canonical(GRAPHS[name]())
-    check_random_mappings(model, target, EXAMPLES, probe_batch(model, seed=0))
+    check_random_mappings(model, target, EXAMPLES, probe_inputs(model, seed=0))
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -82,7 +82,7 @@ def test_random_mappings_keep_zoo_families_exact(zoo_model, family: str, target:
     except Exception as exc:  # noqa: BLE001 - the zoo's own tests report export failures
         pytest.skip(f"zoo family '{family}' does not export: {exc}")
     model = load_model(path).model
-    check_random_mappings(model, target, ZOO_EXAMPLES, probe_batch(model, seed=0))
+    check_random_mappings(model, target, ZOO_EXAMPLES, probe_inputs(model, seed=0))
 
 
 @pytest.fixture(scope="module")
@@ -106,4 +106,4 @@ def reference_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callab
 @pytest.mark.parametrize(("name", "target"), REFERENCE, ids=[f"{n}-{t}" for n, t in REFERENCE])
 def test_random_mappings_keep_reference_networks_exact(reference_model, name: str, target: str) -> None:
     model = reference_model(name)
-    check_random_mappings(model, target, REFERENCE_EXAMPLES, probe_batch(model, seed=0, count=2))  # one batch
+    check_random_mappings(model, target, REFERENCE_EXAMPLES, probe_inputs(model, seed=0, count=2))  # one batch

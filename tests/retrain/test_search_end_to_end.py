@@ -85,3 +85,33 @@ def test_search_compiles_and_the_onnx_scores_what_training_measured(target: str,
         torch_top1 = supernet(torch.from_numpy(x)).argmax(1).numpy()
     assert float((torch_top1 == y).mean()) == pytest.approx(report["accuracy"]["final"], abs=1e-12)
     assert float((torch_top1 == onnx_top1).mean()) >= 0.99
+
+
+def _with_argmax_tail(model: onnx.ModelProto) -> onnx.ModelProto:
+    """residual_add -> Softmax -> ArgMax(axis=1, keepdims=0): the graph outputs class indices."""
+    tailed = onnx.ModelProto()
+    tailed.CopyFrom(model)
+    logits = tailed.graph.output[0].name
+    tailed.graph.node.extend([
+        onnx.helper.make_node("Softmax", [logits], ["probs"], name="softmax", axis=1),
+        onnx.helper.make_node("ArgMax", ["probs"], ["label"], name="argmax", axis=1, keepdims=0),
+    ])
+    batch = tailed.graph.output[0].type.tensor_type.shape.dim[0].dim_param
+    del tailed.graph.output[:]
+    tailed.graph.output.append(onnx.helper.make_tensor_value_info("label", onnx.TensorProto.INT64, [batch]))
+    return tailed
+
+
+@pytest.mark.parametrize("target", ["diana", "darkside"])
+def test_search_on_a_model_ending_in_argmax_trains_on_its_logits(target: str, tmp_path: Path) -> None:
+    """The loss reads the ArgMax's input; the emitted model still outputs int64 class indices."""
+    source = tmp_path / "argmax.onnx"
+    onnx.save(_with_argmax_tail(residual_add()), str(source))
+    output = tmp_path / "out.onnx"
+    assert compile_main([str(source), "--target", target, "-o", str(output), *SMOKE]) == 0
+    report = json.loads((tmp_path / "out.report.json").read_text())
+    x, y = _test_images(source)
+    (labels,) = session(onnx.load(str(output))).run(None, {"x": x})
+    assert labels.dtype == np.int64 and labels.shape == (len(x),)
+    assert abs(float(np.mean(labels == y)) - report["accuracy"]["onnx"]) < 1e-9
+    assert report["accuracy"]["final"] is not None

@@ -1,7 +1,9 @@
 """Export a zoo family to ONNX with either torch exporter, as a third party would.
 
 Both exports have one input `input` [batch, 3, 32, 32] and one output `logits` [batch, 10], where
-`batch` is a dynamic dimension (dim_param) and C/H/W are static.
+`batch` is a dynamic dimension (dim_param) and C/H/W are static; or, with `batch=N`, a fixed batch
+N, as `torch.onnx.export(model, torch.randn(N, 3, 32, 32), ...)` gives without dynamic axes (N = 1
+is what most users export). FIXED_BATCHES are the fixed forms the compile tests run.
 
 How torch 2.13 selects and configures the exporters (`torch.onnx.export`):
 - TorchScript (legacy, tracing): `dynamo=False` -- the default is now `dynamo=True`. Dynamic batch
@@ -54,6 +56,7 @@ DYNAMO_XFAIL: dict[str, str] = {}
 # Trace with batch 2: torch.export specialises sizes 0 and 1, so a batch-1 example contradicts the
 # dynamic batch Dim and export fails.
 _EXAMPLE_BATCH = 2
+FIXED_BATCHES = (1, 4)
 
 
 # Warnings torch emits for every user of the exporters, about torch's own code, not the model.
@@ -87,9 +90,10 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def export(family: str, path: Path, exporter: Exporter, opset: int | None = None) -> Path:
+def export(family: str, path: Path, exporter: Exporter, opset: int | None = None, batch: int | None = None) -> Path:
     """Build `family` (eval mode, seeded) and export it to `path`; return `path`.
 
+    `batch` None exports a dynamic batch, an int that fixed batch (no dynamic axes or shapes).
     `opset` defaults to DEFAULT_OPSET[exporter]. Raises KeyError for an unknown family, ValueError
     for an unknown exporter, and RuntimeError when the written model does not have the requested
     opset (dynamo asked for opset < 18).
@@ -101,7 +105,7 @@ def export(family: str, path: Path, exporter: Exporter, opset: int | None = None
     with single_thread(), warnings.catch_warnings():
         for message in _EXPORTER_NOISE:
             warnings.filterwarnings("ignore", message=message)
-        _export(FAMILIES[family](), path, exporter, opset)
+        _export(FAMILIES[family](), path, exporter, opset, batch)
     got = _default_opset(onnx.load(str(path), load_external_data=False))
     if got != opset:
         raise RuntimeError(f"{exporter} export of '{family}' has opset {got}, asked for {opset}: the "
@@ -109,20 +113,20 @@ def export(family: str, path: Path, exporter: Exporter, opset: int | None = None
     return path
 
 
-def _export(model: torch.nn.Module, path: Path, exporter: Exporter, opset: int) -> None:
-    args = (example_input(_EXAMPLE_BATCH),)
+def _export(model: torch.nn.Module, path: Path, exporter: Exporter, opset: int, batch: int | None) -> None:
+    args = (example_input(_EXAMPLE_BATCH if batch is None else batch),)
     if exporter == "torchscript":
+        dynamic = {"dynamic_axes": {INPUT_NAME: {0: BATCH}, OUTPUT_NAME: {0: BATCH}}} if batch is None else {}
         torch.onnx.export(
             model, args, str(path), dynamo=False, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: BATCH}, OUTPUT_NAME: {0: BATCH}},
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], **dynamic,
         )
     else:
+        dynamic = {"dynamic_shapes": ({0: torch.export.Dim(BATCH)},)} if batch is None else {}
         torch.onnx.export(
             model, args, str(path), dynamo=True, opset_version=opset,
             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_shapes=({0: torch.export.Dim(BATCH)},),
-            external_data=False, optimize=True, verbose=False,
+            external_data=False, optimize=True, verbose=False, **dynamic,
         )
 
 

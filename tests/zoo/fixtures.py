@@ -22,22 +22,24 @@ import pytest
 
 from zoo.export import DEFAULT_OPSET, Exporter, export
 
-ZooModel = Callable[[str, Exporter], Path]
+ZooModel = Callable[..., Path]  # (family, exporter, batch: int | None = None) -> Path
 
-_EXPORTED: dict[tuple[Path, str, str], Path] = {}
+_EXPORTED: dict[tuple[Path, str, str, int | None], Path] = {}
 
 
 @pytest.fixture(scope="session")
 def zoo_model(tmp_path_factory: pytest.TempPathFactory) -> ZooModel:
-    """Return `get(family, exporter) -> Path` of the family exported at the exporter's default opset."""
+    """Return `get(family, exporter, batch=None) -> Path` of the family exported at the exporter's
+    default opset, with a dynamic batch (None) or the fixed `batch`."""
     root = tmp_path_factory.getbasetemp() / "zoo"
     root.mkdir(exist_ok=True)
 
-    def get(family: str, exporter: Exporter) -> Path:
-        key = (root, family, exporter)
+    def get(family: str, exporter: Exporter, batch: int | None = None) -> Path:
+        key = (root, family, exporter, batch)
         if key not in _EXPORTED:
-            path = root / f"{family}-{exporter}-opset{DEFAULT_OPSET[exporter]}.onnx"
-            _EXPORTED[key] = export(family, path, exporter)
+            form = "dynamic" if batch is None else f"batch{batch}"
+            path = root / f"{family}-{exporter}-opset{DEFAULT_OPSET[exporter]}-{form}.onnx"
+            _EXPORTED[key] = export(family, path, exporter, batch=batch)
         return _EXPORTED[key]
 
     return get
