@@ -14,7 +14,7 @@ import time
 import torch
 
 from odimo.compiler.importer import load_model
-from odimo.compiler.plan import plan_for_target
+from odimo.targets.plan import plan_for_target
 from odimo.retrain.data import split_train_val
 from odimo.retrain.run import SearchSettings, load_data
 from odimo.retrain.supernet import Supernet
@@ -31,7 +31,13 @@ def run(constrained: bool, args: argparse.Namespace) -> tuple[float, float, floa
     dataset = load_data(imported, settings)
     torch.manual_seed(args.seed)
     supernet = Supernet(imported.model, plan, constrained=constrained)
-    config = TrainConfig(epochs=tuple(int(v) for v in args.epochs.split(",")), lam=args.lam, seed=args.seed, limit_batches=args.limit_batches, progress=False)
+    config = TrainConfig(
+        epochs=tuple(int(v) for v in args.epochs.split(",")),
+        lam=args.lam,
+        seed=args.seed,
+        limit_batches=args.limit_batches,
+        progress=False,
+    )
     started = time.perf_counter()
     result = train(supernet, split_train_val(dataset, seed=args.seed), config)
     accuracy = evaluate(supernet, dataset.x_test, dataset.y_test)
@@ -49,7 +55,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit-batches", type=int)
     args = parser.parse_args()
-    results = {name: run(flag, args) for name, flag in (("contiguous groups as prefixes (emitted)", True), ("every layer per channel (reference)", False))}
+    results = {
+        name: run(flag, args)
+        for name, flag in (
+            ("contiguous groups as prefixes (emitted)", True),
+            ("every layer per channel (reference)", False),
+        )
+    }
     for name, (acc, cycles, seconds) in results.items():
         print(f"{name:<42} test acc {acc:.2%}  {cycles:>12,.1f} cycles  ({seconds:.0f} s)")
     (a, c, _), (b, d, _) = results.values()

@@ -18,8 +18,8 @@ from torch import nn
 
 from odimo.compiler.importer import load_model
 from odimo.compiler.pipeline import emit_graphs, initial_substitutes
-from odimo.compiler.plan import Policy, plan_for_target
-from odimo.compiler.verify import compare, probe_inputs
+from odimo.targets.plan import Policy, plan_for_target
+from odimo.ir.verify import compare, probe_inputs
 from odimo.models.export import export_onnx
 from odimo.targets import get_target
 from odimo.targets.base import Role
@@ -33,7 +33,11 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out)
-        self.short = nn.Sequential() if stride == 1 and c_in == c_out else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+        self.short = (
+            nn.Sequential()
+            if stride == 1 and c_in == c_out
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.relu(self.bn1(self.conv1(x)))
@@ -78,7 +82,14 @@ def main() -> None:
         target = get_target("diana")
         plan = plan_for_target(imported.model, target)
         mapping = random_mapping(plan)
-        full = {**mapping.layers, **{p.name: (p.support.cus[0],) * p.layer.geometry.c_out for p in plan.layers if p.support.role is Role.FIXED}}
+        full = {
+            **mapping.layers,
+            **{
+                p.name: (p.support.cus[0],) * p.layer.geometry.c_out
+                for p in plan.layers
+                if p.support.role is Role.FIXED
+            },
+        }
         mapping = Mapping(target.name, full)
         start = time.perf_counter()
         emitted = emit_graphs(imported.model, plan, mapping, "qdq", initial_substitutes(imported.model, plan, mapping))

@@ -67,7 +67,7 @@ def _trainer(model, target: str, mode: str):
     import torch
     import torch.nn.functional as F
 
-    from odimo.compiler.plan import plan_for_target
+    from odimo.targets.plan import plan_for_target
     from odimo.retrain.bridge import OnnxModule
     from odimo.retrain.supernet import Supernet
     from odimo.retrain.trainer import TrainConfig, _optimizers
@@ -84,7 +84,11 @@ def _trainer(model, target: str, mode: str):
     else:
         net = OnnxModule(model)
         params = [p for p in net.parameters() if p.requires_grad]
-        optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=1e-4) if target == "diana" else torch.optim.Adam(params, lr=1e-3, weight_decay=1e-4)
+        optimizer = (
+            torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=1e-4)
+            if target == "diana"
+            else torch.optim.Adam(params, lr=1e-3, weight_decay=1e-4)
+        )
     net.to(memory_format=torch.channels_last).train()
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
@@ -102,7 +106,13 @@ def _batches(count: int, batch_size: int) -> list:
     import torch
 
     generator = torch.Generator().manual_seed(0)
-    return [(torch.rand(batch_size, 3, 32, 32, generator=generator), torch.randint(0, 10, (batch_size,), generator=generator)) for _ in range(count)]
+    return [
+        (
+            torch.rand(batch_size, 3, 32, 32, generator=generator),
+            torch.randint(0, 10, (batch_size,), generator=generator),
+        )
+        for _ in range(count)
+    ]
 
 
 def time_epochs(model_path: str, target: str, batches: int, batch_size: int, threads: int, profile: bool) -> dict:
@@ -129,7 +139,9 @@ def time_epochs(model_path: str, target: str, batches: int, batch_size: int, thr
             for x, y in data[:3]:
                 steps["search"](x, y)
         print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=18), file=sys.stderr)
-    return {f"{mode}_s": statistics.median(values) * batches for mode, values in seconds.items()} | {"threads": torch.get_num_threads()}
+    return {f"{mode}_s": statistics.median(values) * batches for mode, values in seconds.items()} | {
+        "threads": torch.get_num_threads()
+    }
 
 
 def peak_memory(model_path: str, target: str, mode: str, batches: int, batch_size: int, threads: int) -> dict:
@@ -180,7 +192,18 @@ def export_canonical(name: str, folder: Path) -> Path:
 
 
 def _child(args: argparse.Namespace, *what: str) -> dict:
-    command = [sys.executable, __file__, "--child", *what, "--batches", str(args.batches), "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        *what,
+        "--batches",
+        str(args.batches),
+        "--batch-size",
+        str(args.batch_size),
+        "--threads",
+        str(args.threads),
+    ]
     if args.profile:
         command.append("--profile")
     # glibc keeps freed large blocks in its heap once its mmap threshold has grown, so the RSS would
@@ -215,9 +238,15 @@ def main(argv: list[str] | None = None) -> int:
     # One thread by default: on a shared machine two OpenMP threads spin-wait on every one of the
     # search's many small ops and make its timing erratic (seconds per step instead of 0.2 s).
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    parser.add_argument("--profile", action="store_true", help="print torch.profiler's top ops of three search steps to stderr")
-    parser.add_argument("--memory-batches", type=int, default=3, help="steps of each memory run (the peak is reached in the first)")
-    parser.add_argument("--json", type=Path, help="also write the measurements to this file (REPRODUCTION.md's Table II)")
+    parser.add_argument(
+        "--profile", action="store_true", help="print torch.profiler's top ops of three search steps to stderr"
+    )
+    parser.add_argument(
+        "--memory-batches", type=int, default=3, help="steps of each memory run (the peak is reached in the first)"
+    )
+    parser.add_argument(
+        "--json", type=Path, help="also write the measurements to this file (REPRODUCTION.md's Table II)"
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -234,20 +263,41 @@ def main(argv: list[str] | None = None) -> int:
         for name, target in CASES:
             model_path = str(export_canonical(name, Path(tmp)))
             times = _child(args, "time", target, model_path)
-            memory = {mode: _child(argparse.Namespace(**{**vars(args), "batches": args.memory_batches, "profile": False}), "memory", target, model_path, mode) for mode in MODES}
+            memory = {
+                mode: _child(
+                    argparse.Namespace(**{**vars(args), "batches": args.memory_batches, "profile": False}),
+                    "memory",
+                    target,
+                    model_path,
+                    mode,
+                )
+                for mode in MODES
+            }
             rows.append((name, target, times, memory))
 
     summary = _summary(args, rows)
-    print(f"search-phase overhead: {args.batches} batches of {args.batch_size} synthetic 3x32x32 images per epoch, CPU, {summary['settings']['threads']} torch thread(s)")
-    print(f"{'model / target':<26}{'reference':>10}{'ref s/ep':>10}{'search s/ep':>12}{'time':>7}{'goal':>7}   {'peak RSS MB':>17}{'ratio':>7}   {'footprint':>10}{'goal':>7}")
+    print(
+        f"search-phase overhead: {args.batches} batches of {args.batch_size} synthetic 3x32x32 images per epoch, "
+        f"CPU, {summary['settings']['threads']} torch thread(s)"
+    )
+    print(
+        f"{'model / target':<26}{'reference':>10}{'ref s/ep':>10}{'search s/ep':>12}{'time':>7}{'goal':>7}   "
+        f"{'peak RSS MB':>17}{'ratio':>7}   {'footprint':>10}{'goal':>7}"
+    )
     for case in summary["cases"]:
         print(
-            f"{case['model'] + ' / ' + case['target']:<26}{case['reference']:>10}{case['reference_s_per_epoch']:>10.2f}{case['search_s_per_epoch']:>12.2f}"
-            f"{case['time_ratio']:>6.2f}x{GOALS[case['target']]:>6.2f}x   {case['reference_peak_mb']:>8.0f} {case['search_peak_mb']:>8.0f}{case['peak_rss_ratio']:>6.2f}x   {case['footprint_ratio']:>9.2f}x{MEMORY_GOAL:>6.2f}x"
+            f"{case['model'] + ' / ' + case['target']:<26}{case['reference']:>10}"
+            f"{case['reference_s_per_epoch']:>10.2f}{case['search_s_per_epoch']:>12.2f}"
+            f"{case['time_ratio']:>6.2f}x{GOALS[case['target']]:>6.2f}x   {case['reference_peak_mb']:>8.0f} "
+            f"{case['search_peak_mb']:>8.0f}{case['peak_rss_ratio']:>6.2f}x   "
+            f"{case['footprint_ratio']:>9.2f}x{MEMORY_GOAL:>6.2f}x"
         )
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
-    print(f"paper (Table II, GPU, vs the most demanding baseline): time {PAPER_TIME[0]}-{PAPER_TIME[1]}x, memory {PAPER_MEMORY[0]}-{PAPER_MEMORY[1]}x")
+    print(
+        f"paper (Table II, GPU, vs the most demanding baseline): time {PAPER_TIME[0]}-{PAPER_TIME[1]}x, "
+        f"memory {PAPER_MEMORY[0]}-{PAPER_MEMORY[1]}x"
+    )
     print(f"goals: time <= {GOALS['diana']}x DIANA, <= {GOALS['darkside']}x Darkside; memory <= {MEMORY_GOAL}x")
     return 0
 

@@ -39,9 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from odimo.compiler.geometry import LayerGeometry
+from odimo.ir.geometry import LayerGeometry
 from odimo.compiler.importer import load_model
-from odimo.compiler.plan import plan_for_target
+from odimo.targets.plan import plan_for_target
 from odimo.targets import get_target
 from odimo.targets.baselines import build_baseline
 from odimo.targets.costing import cost_table
@@ -99,13 +99,17 @@ def _port(name: str, kind: str, bits: int, allocation: list[str]) -> dict[str, A
     return {"name": name, "type": kind, "bandwidth_min": bits, "bandwidth_max": bits, "allocation": allocation}
 
 
-def _memory(
-    size_bits: int, operands: list[str], served: list[str], ports: list[dict[str, Any]]
-) -> dict[str, Any]:
+def _memory(size_bits: int, operands: list[str], served: list[str], ports: list[dict[str, Any]]) -> dict[str, Any]:
     """A memory with zero access energy and area: this benchmark compares latency only."""
     return {
-        "size": size_bits, "r_cost": 0.0, "w_cost": 0.0, "area": 0.0, "latency": 1,
-        "operands": operands, "ports": ports, "served_dimensions": served,
+        "size": size_bits,
+        "r_cost": 0.0,
+        "w_cost": 0.0,
+        "area": 0.0,
+        "latency": 1,
+        "operands": operands,
+        "ports": ports,
+        "served_dimensions": served,
     }
 
 
@@ -131,8 +135,12 @@ def accelerator() -> dict[str, Any]:
         "acc_reg": _memory(PSUM_BITS, ["O"], [], accumulator_ports),
         "weight_mem": _rw_memory(64 * 1024 * 8, PORT_BITS, ["I2"], ["D1", "D2"], ["I2, tl"], ["I2, fh"]),
         "l1": _rw_memory(
-            256 * 1024 * 8, PORT_BITS, ["I1", "O"], ["D1", "D2"],
-            ["I1, tl", "O, tl", "O, th"], ["I1, fh", "O, fh", "O, fl"],
+            256 * 1024 * 8,
+            PORT_BITS,
+            ["I1", "O"],
+            ["D1", "D2"],
+            ["I1, tl", "O, tl", "O, th"],
+            ["I1, fh", "O, fh", "O, fl"],
         ),
     }
     array = {"unit_energy": 0.0, "unit_area": 0.0, "dimensions": ["D1", "D2"], "sizes": [PE_ROWS, PE_COLS]}
@@ -140,11 +148,13 @@ def accelerator() -> dict[str, Any]:
 
 
 def mapping() -> list[dict[str, Any]]:
-    return [{
-        "name": "default",
-        "spatial_mapping": {"D1": [f"K, {PE_ROWS}"], "D2": [f"OX, {PE_COLS}"]},
-        "memory_operand_links": {"O": "O", "W": "I2", "I": "I1"},
-    }]
+    return [
+        {
+            "name": "default",
+            "spatial_mapping": {"D1": [f"K, {PE_ROWS}"], "D2": [f"OX, {PE_COLS}"]},
+            "memory_operand_links": {"O": "O", "W": "I2", "I": "I1"},
+        }
+    ]
 
 
 def workload_layer(index: int, layer: LayerGeometry) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any
 from odimo.passes.annotate import NodeNote
 from odimo.passes.base import cu_ranges
 
+
 def channel_ranges(indices: list[int]) -> str:
     """[0, 1, 2, 3, 7] -> '0-3,7': compact and readable in Netron's metadata panel."""
     parts, start = [], None
@@ -22,7 +23,9 @@ def channel_ranges(indices: list[int]) -> str:
     return ",".join(parts)
 
 
-def layer_notes(report: dict[str, Any], reindexed: set[str], substitutes: dict[str, str], weight_formats: dict[str, str]) -> dict[str, NodeNote]:
+def layer_notes(
+    report: dict[str, Any], reindexed: set[str], substitutes: dict[str, str], weight_formats: dict[str, str]
+) -> dict[str, NodeNote]:
     """`substitutes` maps a layer to the CU that runs a depthwise substitute of it (Darkside);
     `weight_formats` says how each CU stores its weights in this file (odimo.weight_format)."""
     notes: dict[str, NodeNote] = {}
@@ -54,12 +57,21 @@ def layer_notes(report: dict[str, Any], reindexed: set[str], substitutes: dict[s
             doc += f", concat {start}:{end}" if split else ""
             doc += f", {cycles:,.0f} cycles" if cycles is not None else ""
             notes[f"{name}/{cu}"] = NodeNote(props, doc)
-            notes[f"{name}/{cu}/dequant"] = NodeNote({"odimo.role": "dequant", "odimo.source_node": name, "odimo.cu": cu}, f"{name} → {cu}: {fmt} weights to float")
+            notes[f"{name}/{cu}/dequant"] = NodeNote(
+                {"odimo.role": "dequant", "odimo.source_node": name, "odimo.cu": cu},
+                f"{name} → {cu}: {fmt} weights to float",
+            )
         if split:
-            notes[f"{name}/concat"] = NodeNote({"odimo.role": "concat", "odimo.source_node": name, "odimo.cu": "host"}, f"{name}: joins {', '.join(ranges)} in CU order")
+            notes[f"{name}/concat"] = NodeNote(
+                {"odimo.role": "concat", "odimo.source_node": name, "odimo.cu": "host"},
+                f"{name}: joins {', '.join(ranges)} in CU order",
+            )
         if name in substitutes and split:
             cu = substitutes[name]
-            notes[f"{name}/{cu}/slice"] = NodeNote({"odimo.role": "input-slice", "odimo.source_node": name, "odimo.cu": "host"}, f"{name}: input channels of {cu}")
+            notes[f"{name}/{cu}/slice"] = NodeNote(
+                {"odimo.role": "input-slice", "odimo.source_node": name, "odimo.cu": "host"},
+                f"{name}: input channels of {cu}",
+            )
     return notes
 
 
@@ -73,7 +85,9 @@ def model_doc(report: dict[str, Any]) -> str:
     total = report["totals"]["all"]
     mhz = report["target"]["frequency_hz"] / 1e6
     lam = report["lambda"]
-    head = f"{report['target']['name'].upper()}, {report['objective']}, " + (f"λ={lam:g}" if lam is not None else "given mapping")
+    head = f"{report['target']['name'].upper()}, {report['objective']}, " + (
+        f"λ={lam:g}" if lam is not None else "given mapping"
+    )
     text = f"{head}: {total['cycles']:,.0f} cycles ({total['latency_ms']:.3f} ms @ {mhz:g} MHz)"
     if report["baselines"] and total["cycles"]:
         first = report["baselines"][0]

@@ -28,12 +28,19 @@ import onnx.inliner
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from odimo.compiler.onnx_graph import GraphIndex, attr, drop_unused_initializers, set_attr
+from odimo.ir.graph import GraphIndex, attr, drop_unused_initializers, set_attr
 
 Step = Callable[[onnx.ModelProto], list[str]]
 
 # Ops that never fold, even with constant inputs: their value is not a function of the inputs.
-_NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+_NONDETERMINISTIC = {
+    "RandomNormal",
+    "RandomUniform",
+    "RandomNormalLike",
+    "RandomUniformLike",
+    "Multinomial",
+    "Bernoulli",
+}
 _PROBE_BATCHES = (1, 2)
 BATCH_DIM = "batch"  # the dim_param a fixed batch becomes
 
@@ -164,7 +171,10 @@ def _free_fixed_batch(model: onnx.ModelProto) -> list[str]:
         freed, folded = freed + changed, folded + more
         if not changed and not more:
             break
-    return [f"made the fixed batch {batch} symbolic ('{BATCH_DIM}'): freed {freed} Reshape/Expand targets, folded {folded} shape nodes"]
+    return [
+        f"made the fixed batch {batch} symbolic ('{BATCH_DIM}'): "
+        f"freed {freed} Reshape/Expand targets, folded {folded} shape nodes"
+    ]
 
 
 def _free_batch_targets(model: onnx.ModelProto, batch: int) -> int:
@@ -237,7 +247,11 @@ def _constants_to_initializers(model: onnx.ModelProto) -> list[str]:
     graph = model.graph
     kept, moved = [], 0
     for node in graph.node:
-        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output[0] not in {o.name for o in graph.output}:
+        if (
+            node.op_type == "Constant"
+            and node.domain in ("", "ai.onnx")
+            and node.output[0] not in {o.name for o in graph.output}
+        ):
             value = ReferenceEvaluator(node).run(None, {})[0]
             _set_initializer(graph, node.output[0], np.asarray(value))
             moved += 1
@@ -356,7 +370,9 @@ def _drop_identities(model: onnx.ModelProto) -> list[str]:
     outputs = {o.name for o in graph.output}
     kept, dropped = [], 0
     for node in graph.node:
-        passthrough = node.op_type == "Identity" or (node.op_type == "Dropout" and len([o for o in node.output if o]) == 1)
+        passthrough = node.op_type == "Identity" or (
+            node.op_type == "Dropout" and len([o for o in node.output if o]) == 1
+        )
         if passthrough and node.output[0] not in outputs:
             _rename_value(graph, node.output[0], node.input[0])
             dropped += 1
@@ -451,7 +467,10 @@ def _reduce_mean_to_global_pool(model: onnx.ModelProto) -> list[str]:
         if not keepdims:
             pooled = f"{node.output[0]}/pooled"
             pool.output[0] = pooled
-            nodes += [pool, helper.make_node("Flatten", [pooled], [node.output[0]], name=f"{node.name}/flatten", axis=1)]
+            nodes += [
+                pool,
+                helper.make_node("Flatten", [pooled], [node.output[0]], name=f"{node.name}/flatten", axis=1),
+            ]
         else:
             nodes.append(pool)
         count += 1
@@ -523,7 +542,11 @@ def _normalize_gemm(model: onnx.ModelProto) -> list[str]:
             continue
         alpha, beta, trans_b = attr(node, "alpha", 1.0), attr(node, "beta", 1.0), attr(node, "transB", 0)
         has_bias = len(node.input) > 2 and node.input[2] != ""
-        bias_ok = not has_bias or (index.is_constant(node.input[2]) and index.array(node.input[2]).ndim <= 1 and index.array(node.input[2]).size > 1)
+        bias_ok = not has_bias or (
+            index.is_constant(node.input[2])
+            and index.array(node.input[2]).ndim <= 1
+            and index.array(node.input[2]).size > 1
+        )
         if alpha == 1.0 and beta == 1.0 and trans_b == 1 and bias_ok:
             continue
         weight = index.array(node.input[1])
@@ -635,7 +658,11 @@ def _fold_batchnorm(model: onnx.ModelProto) -> list[str]:
         gamma, beta, mean, var = (index.array(n).astype(np.float64) for n in bn.input[1:5])
         scale = gamma / np.sqrt(var + attr(bn, "epsilon", 1e-5))
         weight = index.array(layer.input[1]).astype(np.float64)
-        bias = index.array(layer.input[2]).astype(np.float64) if len(layer.input) > 2 and layer.input[2] else np.zeros(weight.shape[0])
+        bias = (
+            index.array(layer.input[2]).astype(np.float64)
+            if len(layer.input) > 2 and layer.input[2]
+            else np.zeros(weight.shape[0])
+        )
         w_name = _private_initializer(graph, index, layer.input[1], layer)
         _set_initializer(graph, w_name, (weight * scale.reshape(-1, *[1] * (weight.ndim - 1))).astype(np.float32))
         b_name = layer.input[2] if len(layer.input) > 2 and layer.input[2] else f"{layer.name}/bias"

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from odimo.compiler.errors import OdimoError
+from odimo.ir.errors import OdimoError
 
 
 def _run(prog: str, body: Callable[[], int]) -> int:
@@ -25,7 +25,10 @@ def _run(prog: str, body: Callable[[], int]) -> int:
 
 def inspect_main(argv: Sequence[str] | None = None) -> int:
     """`odimo-inspect MODEL.onnx [--target diana|darkside] [--json]`."""
-    parser = argparse.ArgumentParser(prog="odimo-inspect", description="Show each layer of an ONNX model, its coupling group and, with --target, its predicted cost.")
+    parser = argparse.ArgumentParser(
+        prog="odimo-inspect",
+        description="Show each layer of an ONNX model, its coupling group and, with --target, its predicted cost.",
+    )
     parser.add_argument("model", help="ONNX model file")
     parser.add_argument("--target", help="SoC to cost the layers on (diana, darkside)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -43,41 +46,93 @@ def inspect_main(argv: Sequence[str] | None = None) -> int:
 
 def compile_main(argv: Sequence[str] | None = None) -> int:
     """`odimo-compile MODEL.onnx --target T [--mapping M] [-o OUT.onnx] [--emit qdq|float] [--report R]`."""
-    parser = argparse.ArgumentParser(prog="odimo-compile", description="Partition an ONNX model's layers by output channel across the compute units of an SoC.")
+    parser = argparse.ArgumentParser(
+        prog="odimo-compile",
+        description="Partition an ONNX model's layers by output channel across the compute units of an SoC.",
+    )
     parser.add_argument("model", help="trained float ONNX model")
     parser.add_argument("--target", required=True, help="diana or darkside")
-    parser.add_argument("--mapping", default="search", help="search (default), a baseline (all-8bit, all-ternary, io-8bit, min-cost, all-conv, all-dw) or a MAPPING.json")
-    parser.add_argument("-o", "--output", type=Path, help="output model (default: MODEL.<target>.onnx beside the input)")
-    parser.add_argument("--emit", choices=("qdq", "float"), help="weights as QDQ integers or float (default: qdq for diana, float for darkside)")
+    parser.add_argument(
+        "--mapping",
+        default="search",
+        help=(
+            "search (default), a baseline (all-8bit, all-ternary, io-8bit, min-cost, all-conv, all-dw) "
+            "or a MAPPING.json"
+        ),
+    )
+    parser.add_argument(
+        "-o", "--output", type=Path, help="output model (default: MODEL.<target>.onnx beside the input)"
+    )
+    parser.add_argument(
+        "--emit",
+        choices=("qdq", "float"),
+        help="weights as QDQ integers or float (default: qdq for diana, float for darkside)",
+    )
     parser.add_argument("--report", type=Path, help="report path (default: OUT.report.json)")
     parser.add_argument("--seed", type=int, default=0, help="seed of probes, data split and training")
     training = parser.add_argument_group("training (the search, or --train for a given mapping)")
-    training.add_argument("--data", default="fashion-mnist", help="fashion-mnist[:DIR], cifar10:DIR, npz:FILE or synthetic")
+    training.add_argument(
+        "--data", default="fashion-mnist", help="fashion-mnist[:DIR], cifar10:DIR, npz:FILE or synthetic"
+    )
     training.add_argument("--epochs", default="0,1,1", help="warm-up,search,final epochs (the reference: 0,200,200)")
-    training.add_argument("--lambda", dest="lam", type=float, help="strength of the cost term, per raw cycle or mW·cycle (default: the target's, tuned for the short default run: diana 2e-6, darkside 5e-8)")
+    training.add_argument(
+        "--lambda",
+        dest="lam",
+        type=float,
+        help=(
+            "strength of the cost term, per raw cycle or mW·cycle "
+            "(default: the target's, tuned for the short default run: diana 2e-6, darkside 5e-8)"
+        ),
+    )
     training.add_argument("--objective", choices=("latency", "energy"), default="latency")
     training.add_argument("--device", default="cpu", help="cpu or cuda")
     training.add_argument("--batch-size", type=int, default=128)
     training.add_argument("--limit-batches", type=int, help="at most N batches per epoch (smoke runs)")
     training.add_argument("--resume", action="store_true", help="continue from OUT.ckpt/last.pt")
-    training.add_argument("--train", action="store_true", help="fine-tune a baseline or file mapping for the final-phase budget")
+    training.add_argument(
+        "--train", action="store_true", help="fine-tune a baseline or file mapping for the final-phase budget"
+    )
     training.add_argument("--no-progress", action="store_true", help="no progress bars (CI logs)")
-    training.add_argument("--save-search-graph", type=Path, metavar="PATH", help="also write the searched network with one function call per searchable layer (for Netron)")
+    training.add_argument(
+        "--save-search-graph",
+        type=Path,
+        metavar="PATH",
+        help="also write the searched network with one function call per searchable layer (for Netron)",
+    )
     args = parser.parse_args(argv)
 
     def body() -> int:
-        from odimo.compiler.pipeline import CompileOptions, compile
+        from odimo.compiler import pipeline
+        from odimo.compiler.pipeline import CompileOptions
         from odimo.retrain.run import SearchSettings
 
         from odimo.targets import get_target
 
         lam = args.lam if args.lam is not None else get_target(args.target).default_lambda
         settings = SearchSettings(
-            data=args.data, epochs=_epochs(args.epochs), lam=lam, objective=args.objective, seed=args.seed, device=args.device,
-            batch_size=args.batch_size, limit_batches=args.limit_batches, resume=args.resume, progress=not args.no_progress,
+            data=args.data,
+            epochs=_epochs(args.epochs),
+            lam=lam,
+            objective=args.objective,
+            seed=args.seed,
+            device=args.device,
+            batch_size=args.batch_size,
+            limit_batches=args.limit_batches,
+            resume=args.resume,
+            progress=not args.no_progress,
         )
-        options = CompileOptions(target=args.target, mapping=args.mapping, output=args.output, emit=args.emit, report=args.report, seed=args.seed, train=args.train, search=settings, search_graph=args.save_search_graph)
-        print(summary(compile(args.model, options).report))
+        options = CompileOptions(
+            target=args.target,
+            mapping=args.mapping,
+            output=args.output,
+            emit=args.emit,
+            report=args.report,
+            seed=args.seed,
+            train=args.train,
+            search=settings,
+            search_graph=args.save_search_graph,
+        )
+        print(summary(pipeline.compile(args.model, options).report))
         return 0
 
     return _run("odimo-compile", body)
@@ -97,28 +152,52 @@ def summary(report: dict) -> str:
     """What a CI log should show: accuracy, the predicted cost, and the baselines beside it."""
     total = report["totals"]["all"]
     acc = report.get("accuracy") or {}
-    lines = [f"{report['target']['name']} / {report['mapping']}: {total['cycles']:,.2f} cycles ({total['latency_ms']:.4f} ms), {total['energy_uj']:.3f} µJ"]
+    lines = [
+        f"{report['target']['name']} / {report['mapping']}: "
+        f"{total['cycles']:,.2f} cycles ({total['latency_ms']:.4f} ms), "
+        f"{total['energy_uj']:.3f} µJ"
+    ]
     lines += [f"  {note}" for note in report.get("notes", ())]
     if acc.get("final") is not None:
-        lines.append(f"  accuracy: float {acc['float']:.2%} -> odimo {acc['final']:.2%} (onnxruntime {acc.get('onnx', float('nan')):.2%})")
+        lines.append(
+            f"  accuracy: float {acc['float']:.2%} -> odimo {acc['final']:.2%} "
+            f"(onnxruntime {acc.get('onnx', float('nan')):.2%})"
+        )
     for baseline in report["baselines"]:
         ratio = baseline["cycles"] / total["cycles"] if total["cycles"] else float("nan")
-        lines.append(f"  {baseline['name']:<16} {baseline['cycles']:>14,.2f} cycles  {baseline['energy_uj']:8.3f} µJ  ({ratio:.2f}x odimo's latency)")
+        lines.append(
+            f"  {baseline['name']:<16} {baseline['cycles']:>14,.2f} cycles  {baseline['energy_uj']:8.3f} µJ  "
+            f"({ratio:.2f}x odimo's latency)"
+        )
     lines.append(f"  wrote {', '.join(report['emission']['files'])} (+ report, mapping, plot)")
     return "\n".join(lines)
 
 
 def sweep_main(argv: Sequence[str] | None = None) -> int:
     """`odimo-sweep MODEL.onnx --target T --lambdas L1,L2,... [--baselines] [-o DIR] [--workers N] [--ray ADDRESS]`."""
-    parser = argparse.ArgumentParser(prog="odimo-sweep", description="One odimo-compile per lambda (and per baseline, same budget), then the accuracy-cost Pareto front.")
+    parser = argparse.ArgumentParser(
+        prog="odimo-sweep",
+        description=(
+            "One odimo-compile per lambda (and per baseline, same budget), then the accuracy-cost Pareto front."
+        ),
+    )
     parser.add_argument("model", type=Path)
     parser.add_argument("--target", required=True)
     parser.add_argument("--lambdas", required=True, help="comma-separated, e.g. 0,1e-8,1e-7")
     parser.add_argument("--objective", choices=("latency", "energy"), default="latency")
-    parser.add_argument("--baselines", nargs="?", const="all", help="also fine-tune baselines with the same budget: all (default) or a comma-separated list")
-    parser.add_argument("-o", "--output", type=Path, default=Path("sweep"), help="folder of the points and the front (default ./sweep)")
+    parser.add_argument(
+        "--baselines",
+        nargs="?",
+        const="all",
+        help="also fine-tune baselines with the same budget: all (default) or a comma-separated list",
+    )
+    parser.add_argument(
+        "-o", "--output", type=Path, default=Path("sweep"), help="folder of the points and the front (default ./sweep)"
+    )
     parser.add_argument("--workers", type=int, default=1, help="points run in parallel (local processes)")
-    parser.add_argument("--ray", metavar="ADDRESS", help="run the points as Ray tasks on this cluster ('auto' or 'local')")
+    parser.add_argument(
+        "--ray", metavar="ADDRESS", help="run the points as Ray tasks on this cluster ('auto' or 'local')"
+    )
     parser.add_argument("--data", default="fashion-mnist")
     parser.add_argument("--epochs", default="0,1,1")
     parser.add_argument("--seed", type=int, default=0)
@@ -140,11 +219,13 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
         extra += ["--limit-batches", str(args.limit_batches)] if args.limit_batches else []
         results = run_sweep(args.model.resolve(), args.target, points, args.output, extra, args.workers, args.ray)
         summary = summarize(results, args.objective)
-        write_atomically([
-            OutputFile(args.output / "pareto.json", pareto_json(summary)),
-            OutputFile(args.output / "pareto.png", pareto_plot(summary)),
-            OutputFile(args.output / "table.md", pareto_table(summary).encode()),
-        ])
+        write_atomically(
+            [
+                OutputFile(args.output / "pareto.json", pareto_json(summary)),
+                OutputFile(args.output / "pareto.png", pareto_plot(summary)),
+                OutputFile(args.output / "table.md", pareto_table(summary).encode()),
+            ]
+        )
         print(pareto_table(summary))
         return 1 if summary["failed"] else 0
 

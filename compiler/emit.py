@@ -18,7 +18,7 @@ from pathlib import Path
 import onnx
 import onnxruntime as ort
 
-from odimo.compiler.errors import VerificationError
+from odimo.ir.errors import VerificationError
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,14 @@ def check_onnx_file(path: Path) -> None:
         onnx.checker.check_model(str(path), full_check=True)
         onnx.shape_inference.infer_shapes_path(str(path), str(path) + ".inferred", strict_mode=True, check_type=True)
         ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - any failure here is odimo's bug, reported as such
-        raise VerificationError("E901", "invalid-output", f"the emitted file fails its own checks: {str(exc).splitlines()[0]}", where=path.name, fix="this is a bug in odimo; please report it with the model (nothing was written)") from None
+    except Exception as exc:  # any failure here is odimo's bug, reported as such
+        raise VerificationError(
+            "E901",
+            "invalid-output",
+            f"the emitted file fails its own checks: {str(exc).splitlines()[0]}",
+            where=path.name,
+            fix="this is a bug in odimo; please report it with the model (nothing was written)",
+        ) from None
     finally:
         Path(str(path) + ".inferred").unlink(missing_ok=True)
 
@@ -80,7 +86,7 @@ def _stage(staging: Path, file: OutputFile) -> Path:
 def _signals_raise() -> Iterator[None]:
     """Turn SIGTERM into an exception so the staging folder is cleaned up on the way out."""
 
-    def raise_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
+    def raise_interrupt(signum, frame):  # signal handler signature
         raise KeyboardInterrupt(f"signal {signum}")
 
     try:

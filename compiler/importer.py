@@ -7,7 +7,6 @@ name its real problem (a PyTorch zip is "not ONNX", not "corrupt protobuf").
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +18,25 @@ from onnxruntime.capi.onnxruntime_pybind11_state import Fail as OrtFail
 from onnxruntime.capi.onnxruntime_pybind11_state import RuntimeException as OrtRuntimeException
 
 from odimo.compiler.canonicalize import canonicalize, fixed_batch
-from odimo.compiler.coupling import index_tail, unsupported_nodes
-from odimo.compiler.errors import BUG_FIX, ModelImportError, UnsupportedOpError, VerificationError
-from odimo.compiler.onnx_graph import GraphIndex, opset_version, value_shape
-from odimo.compiler.verify import DYNAMIC_BATCH_PROBE, compare, probe_inputs, require_equivalent
+from odimo.ir.coupling import unsupported_nodes
+from odimo.ir.errors import BUG_FIX, ModelImportError, UnsupportedOpError, VerificationError
+from odimo.ir.records import ImportedModel
+from odimo.ir.graph import opset_version, value_shape
+from odimo.ir.verify import DYNAMIC_BATCH_PROBE, compare, probe_inputs, require_equivalent
 
 MIN_OPSET, MAX_OPSET = 13, 22
 MIN_IR = 7
 QUANTIZED_OPS = {
-    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
-    "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "QLinearConv",
+    "QLinearMatMul",
+    "ConvInteger",
+    "MatMulInteger",
+    "QLinearAdd",
+    "QLinearMul",
+    "QLinearGlobalAveragePool",
 }
 _FOREIGN_MAGIC = {
     b"PK\x03\x04": "a zip archive (a PyTorch .pt/.pth checkpoint or a TorchScript file)",
@@ -37,43 +45,6 @@ _FOREIGN_MAGIC = {
     b"\x80\x04": "a Python pickle (a legacy PyTorch checkpoint)",
 }
 _EXPORT_HINT = "export the network with torch.onnx.export(model, example, 'model.onnx') and pass the .onnx file"
-
-
-@dataclass(frozen=True)
-class ImportedModel:
-    """The canonical model and the facts later stages need about its interface."""
-
-    path: Path
-    source_sha256: str
-    original: onnx.ModelProto
-    model: onnx.ModelProto
-    rewrites: tuple[str, ...]
-
-    @property
-    def input_name(self) -> str:
-        return self.model.graph.input[0].name
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of the single input."""
-        c, h, w = value_shape(self.model.graph.input[0])[1:]
-        return int(c), int(h), int(w)
-
-    @property
-    def output_name(self) -> str:
-        return self.model.graph.output[0].name
-
-    @property
-    def num_outputs(self) -> int:
-        """Width of the single output (classes, for a classifier); of the logits when the graph
-        ends in ArgMax/ArgMin, whose output is one class index per image."""
-        tail = index_tail(self.model.graph)
-        shape = GraphIndex.of(self.model.graph).shapes[tail.logits] if tail else value_shape(self.model.graph.output[0])
-        return int(np.prod([d for d in shape[1:] if isinstance(d, int)]))
-
-    @property
-    def opset(self) -> int:
-        return opset_version(self.model)
 
 
 def load_model(path: str | Path, verify_seed: int = 0) -> ImportedModel:
@@ -101,7 +72,9 @@ def load_model(path: str | Path, verify_seed: int = 0) -> ImportedModel:
     )
 
 
-def _require_canonical_equivalent(model: onnx.ModelProto, canonical: onnx.ModelProto, probes: np.ndarray, path: Path) -> None:
+def _require_canonical_equivalent(
+    model: onnx.ModelProto, canonical: onnx.ModelProto, probes: np.ndarray, path: Path
+) -> None:
     """The canonical graph computes the model's function, at the model's batch and at any other.
 
     For a fixed batch N the canonical graph runs first at N (a difference there is odimo's bug), then
@@ -114,7 +87,13 @@ def _require_canonical_equivalent(model: onnx.ModelProto, canonical: onnx.ModelP
         return
     at_own = compare(model, canonical, probes, candidate_batch=batch)
     if not at_own.passed:
-        raise VerificationError("E900", "verification-failed", f"import canonicalization changed the network function: max |y - y_ref| = {at_own.max_abs_diff:.3g} > {at_own.bound:.3g}", fix=BUG_FIX)
+        raise VerificationError(
+            "E900",
+            "verification-failed",
+            "import canonicalization changed the network function: max |y - y_ref| = "
+            f"{at_own.max_abs_diff:.3g} > {at_own.bound:.3g}",
+            fix=BUG_FIX,
+        )
     other = DYNAMIC_BATCH_PROBE if batch != DYNAMIC_BATCH_PROBE else batch + 1
     try:
         at_other = compare(model, canonical, probes, candidate_batch=other)
@@ -123,8 +102,14 @@ def _require_canonical_equivalent(model: onnx.ModelProto, canonical: onnx.ModelP
         problem = f"it fails ({' '.join(str(exc).split())[:240]})"
     if problem:
         raise _fail(
-            "E117", "fixed-batch", f"the model only computes its function at its exported batch {batch}: run at batch {other}, {problem}; a node bakes the batch in or mixes the images of a batch",
-            str(path), "re-export with a dynamic batch: torch.onnx.export(..., dynamic_axes={'input': {0: 'batch'}, 'output': {0: 'batch'}}), or dynamic_shapes with dynamo=True",
+            "E117",
+            "fixed-batch",
+            f"the model only computes its function at its exported batch {batch}: run at batch {other}, {problem}; "
+            "a node bakes the batch in or mixes the images of a batch",
+            str(path),
+            "re-export with a dynamic batch: "
+            "torch.onnx.export(..., dynamic_axes={'input': {0: 'batch'}, 'output': {0: 'batch'}}), "
+            "or dynamic_shapes with dynamo=True",
         )
 
 
@@ -146,30 +131,64 @@ def _fail(code: str, slug: str, what: str, where: str, fix: str) -> ModelImportE
 
 def _read_bytes(path: Path) -> bytes:
     if not path.exists():
-        raise _fail("E101", "missing-file", "the model file does not exist", str(path), "check the path (relative paths start at the current directory)")
+        raise _fail(
+            "E101",
+            "missing-file",
+            "the model file does not exist",
+            str(path),
+            "check the path (relative paths start at the current directory)",
+        )
     if path.is_dir():
-        raise _fail("E101", "not-a-file", "the model path is a directory, not a file", str(path), "pass the .onnx file inside it")
+        raise _fail(
+            "E101",
+            "not-a-file",
+            "the model path is a directory, not a file",
+            str(path),
+            "pass the .onnx file inside it",
+        )
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise _fail("E101", "unreadable", f"the model file cannot be read ({exc.strerror})", str(path), "check its permissions") from None
+        raise _fail(
+            "E101", "unreadable", f"the model file cannot be read ({exc.strerror})", str(path), "check its permissions"
+        ) from None
 
 
 def _parse(raw: bytes, path: Path) -> onnx.ModelProto:
     if not raw:
-        raise _fail("E102", "empty-file", "the model file is empty (0 bytes)", str(path), "re-export the model; the write was probably interrupted")
+        raise _fail(
+            "E102",
+            "empty-file",
+            "the model file is empty (0 bytes)",
+            str(path),
+            "re-export the model; the write was probably interrupted",
+        )
     for magic, kind in _FOREIGN_MAGIC.items():
         if raw.startswith(magic):
             raise _fail("E103", "not-onnx", f"the file is {kind}, not ONNX", str(path), _EXPORT_HINT)
     try:
         model = onnx.load_model_from_string(raw)
     except (DecodeError, ValueError, RuntimeError) as exc:
-        kind = "text, not a binary ONNX protobuf" if _looks_like_text(raw) else f"a corrupt or truncated protobuf ({exc})"
+        kind = (
+            "text, not a binary ONNX protobuf" if _looks_like_text(raw) else f"a corrupt or truncated protobuf ({exc})"
+        )
         code = "E103" if _looks_like_text(raw) else "E102"
         fix = "re-export or re-download the model" if code == "E102" else _EXPORT_HINT
-        raise _fail(code, "corrupt-protobuf" if code == "E102" else "not-onnx", f"the file is {kind}", f"{path} ({len(raw)} bytes)", fix) from None
+        raise _fail(
+            code,
+            "corrupt-protobuf" if code == "E102" else "not-onnx",
+            f"the file is {kind}",
+            f"{path} ({len(raw)} bytes)",
+            fix,
+        ) from None
     if not model.HasField("graph") or len(model.graph.node) == 0 or not model.ir_version:
-        raise _fail("E103", "not-onnx", "the file parses but holds no ONNX graph (no ir_version or no nodes)", f"{path} ({len(raw)} bytes)", _EXPORT_HINT)
+        raise _fail(
+            "E103",
+            "not-onnx",
+            "the file parses but holds no ONNX graph (no ir_version or no nodes)",
+            f"{path} ({len(raw)} bytes)",
+            _EXPORT_HINT,
+        )
     return model
 
 
@@ -186,11 +205,20 @@ def _check_versions(model: onnx.ModelProto, path: Path) -> None:
     opset = opset_version(model)
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise _fail(
-            "E106", "opset", f"default-domain opset {opset} is outside the supported range {MIN_OPSET}-{MAX_OPSET}", str(path),
+            "E106",
+            "opset",
+            f"default-domain opset {opset} is outside the supported range {MIN_OPSET}-{MAX_OPSET}",
+            str(path),
             f"convert it: onnx.version_converter.convert_version(model, {min(max(opset, MIN_OPSET), MAX_OPSET)})",
         )
     if not MIN_IR <= model.ir_version <= onnx.IR_VERSION:
-        raise _fail("E106", "ir-version", f"IR version {model.ir_version} is outside {MIN_IR}-{onnx.IR_VERSION}", str(path), "re-export with a current onnx/torch")
+        raise _fail(
+            "E106",
+            "ir-version",
+            f"IR version {model.ir_version} is outside {MIN_IR}-{onnx.IR_VERSION}",
+            str(path),
+            "re-export with a current onnx/torch",
+        )
 
 
 def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
@@ -201,13 +229,31 @@ def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
         location = ExternalDataInfo(tensor).location
         target = (folder / location).resolve()
         if folder not in target.parents and target != folder:
-            raise _fail("E105", "external-data", f"initializer '{tensor.name}' points outside the model's folder", f"{path}: location '{location}'", "keep the .data file beside the .onnx file")
+            raise _fail(
+                "E105",
+                "external-data",
+                f"initializer '{tensor.name}' points outside the model's folder",
+                f"{path}: location '{location}'",
+                "keep the .data file beside the .onnx file",
+            )
         if not target.is_file():
-            raise _fail("E105", "external-data", f"external data file '{location}' of initializer '{tensor.name}' is missing", f"{path}: expected {target}", "copy the .data file beside the .onnx file (they travel together)")
+            raise _fail(
+                "E105",
+                "external-data",
+                f"external data file '{location}' of initializer '{tensor.name}' is missing",
+                f"{path}: expected {target}",
+                "copy the .data file beside the .onnx file (they travel together)",
+            )
     try:
         onnx.external_data_helper.load_external_data_for_model(model, str(folder))
     except (OSError, ValueError) as exc:
-        raise _fail("E105", "external-data", f"external data cannot be read ({exc})", str(path), "re-export the model with its .data file") from None
+        raise _fail(
+            "E105",
+            "external-data",
+            f"external data cannot be read ({exc})",
+            str(path),
+            "re-export the model with its .data file",
+        ) from None
 
 
 def _check_full(model: onnx.ModelProto, path: Path) -> None:
@@ -215,14 +261,28 @@ def _check_full(model: onnx.ModelProto, path: Path) -> None:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         text = " ".join(str(exc).split()) or type(exc).__name__  # one line; the node is on a later line
-        raise _fail("E104", "invalid-model", f"onnx.checker rejects the model: {text}", str(path), "fix the exporter output (onnx.checker.check_model(path, full_check=True) shows the same)") from None
+        raise _fail(
+            "E104",
+            "invalid-model",
+            f"onnx.checker rejects the model: {text}",
+            str(path),
+            "fix the exporter output (onnx.checker.check_model(path, full_check=True) shows the same)",
+        ) from None
 
 
 def _reject_quantized(model: onnx.ModelProto, path: Path) -> None:
     hits = [(k, n) for k, n in enumerate(model.graph.node) if n.op_type in QUANTIZED_OPS]
     if hits:
-        where = ", ".join(f"node #{k} '{n.name}' ({n.op_type})" for k, n in hits[:5]) + (f" and {len(hits) - 5} more" if len(hits) > 5 else "")
-        raise _fail("E115", "pre-quantized", f"the model is already quantized ({len(hits)} quantization nodes)", f"{path}: {where}", "give odimo the float model; it chooses each channel's precision itself")
+        where = ", ".join(f"node #{k} '{n.name}' ({n.op_type})" for k, n in hits[:5]) + (
+            f" and {len(hits) - 5} more" if len(hits) > 5 else ""
+        )
+        raise _fail(
+            "E115",
+            "pre-quantized",
+            f"the model is already quantized ({len(hits)} quantization nodes)",
+            f"{path}: {where}",
+            "give odimo the float model; it chooses each channel's precision itself",
+        )
 
 
 def _check_interface(model: onnx.ModelProto, path: Path) -> None:
@@ -230,17 +290,41 @@ def _check_interface(model: onnx.ModelProto, path: Path) -> None:
     inputs = [i for i in model.graph.input if i.name not in initializers]
     if len(inputs) != 1:
         names = ", ".join(f"'{i.name}'" for i in inputs) or "none"
-        raise _fail("E112", "inputs", f"the model has {len(inputs)} graph inputs; odimo needs exactly one image input", f"{path}: inputs {names}", "fold the extra inputs into initializers or cut the graph with onnx.utils.extract_model")
+        raise _fail(
+            "E112",
+            "inputs",
+            f"the model has {len(inputs)} graph inputs; odimo needs exactly one image input",
+            f"{path}: inputs {names}",
+            "fold the extra inputs into initializers or cut the graph with onnx.utils.extract_model",
+        )
     if len(model.graph.output) != 1:
         names = ", ".join(f"'{o.name}'" for o in model.graph.output)
-        raise _fail("E113", "outputs", f"the model has {len(model.graph.output)} graph outputs; odimo needs exactly one", f"{path}: outputs {names}", "keep the classifier output only (onnx.utils.extract_model)")
+        raise _fail(
+            "E113",
+            "outputs",
+            f"the model has {len(model.graph.output)} graph outputs; odimo needs exactly one",
+            f"{path}: outputs {names}",
+            "keep the classifier output only (onnx.utils.extract_model)",
+        )
     tensor_type = inputs[0].type.tensor_type
     shape = value_shape(inputs[0])
     if tensor_type.elem_type != onnx.TensorProto.FLOAT or len(shape) != 4:
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type) if tensor_type.elem_type else "unknown"
-        raise _fail("E114", "input-type", f"input '{inputs[0].name}' is {dtype} of rank {len(shape)}; odimo needs float32 NCHW (rank 4)", str(path), "export with a float32 [N, C, H, W] example input")
+        raise _fail(
+            "E114",
+            "input-type",
+            f"input '{inputs[0].name}' is {dtype} of rank {len(shape)}; odimo needs float32 NCHW (rank 4)",
+            str(path),
+            "export with a float32 [N, C, H, W] example input",
+        )
     if not all(isinstance(d, int) and d > 0 for d in shape[1:]):
-        raise _fail("E111", "dynamic-shape", f"input '{inputs[0].name}' has shape {list(shape)}: C, H and W must be static", str(path), "re-export with fixed C/H/W (only the batch may be dynamic), e.g. --input-shape x:1x3x32x32")
+        raise _fail(
+            "E111",
+            "dynamic-shape",
+            f"input '{inputs[0].name}' has shape {list(shape)}: C, H and W must be static",
+            str(path),
+            "re-export with fixed C/H/W (only the batch may be dynamic), e.g. --input-shape x:1x3x32x32",
+        )
 
 
 def _reject_unsupported(model: onnx.ModelProto, path: Path, canonical: bool) -> None:
@@ -248,8 +332,11 @@ def _reject_unsupported(model: onnx.ModelProto, path: Path, canonical: bool) -> 
     if problems:
         where = ", ".join(problems[:8]) + (f" and {len(problems) - 8} more" if len(problems) > 8 else "")
         raise UnsupportedOpError(
-            "E110", "unsupported-op", f"{len(problems)} node(s) use operators odimo cannot import",
-            f"{path.name}: {where}", "replace them, or cut the graph with onnx.utils.extract_model and map the supported part",
+            "E110",
+            "unsupported-op",
+            f"{len(problems)} node(s) use operators odimo cannot import",
+            f"{path.name}: {where}",
+            "replace them, or cut the graph with onnx.utils.extract_model and map the supported part",
         )
 
 
@@ -257,14 +344,26 @@ def _infer_shapes_strict(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
     try:
         inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
-        raise _fail("E107", "shape-inference", f"strict shape inference fails: {str(exc).strip().splitlines()[0]}", str(path), "re-export with static shapes (only the batch may be dynamic)") from None
+        raise _fail(
+            "E107",
+            "shape-inference",
+            f"strict shape inference fails: {str(exc).strip().splitlines()[0]}",
+            str(path),
+            "re-export with static shapes (only the batch may be dynamic)",
+        ) from None
     if _shapeless_function_outputs(inferred):
         inferred = onnx.shape_inference.infer_shapes(inferred, check_type=True, strict_mode=True, data_prop=True)
     for info in inferred.graph.value_info:
         shape = value_shape(info)
         dynamic = [d for d in shape[1:] if not isinstance(d, int)]
         if dynamic:
-            raise _fail("E107", "dynamic-shape", f"tensor '{info.name}' has shape {list(shape)}: every dim but the batch must be static", str(path), "re-export with fixed C/H/W so every intermediate shape is known")
+            raise _fail(
+                "E107",
+                "dynamic-shape",
+                f"tensor '{info.name}' has shape {list(shape)}: every dim but the batch must be static",
+                str(path),
+                "re-export with fixed C/H/W so every intermediate shape is known",
+            )
     return inferred
 
 
@@ -276,7 +375,11 @@ def _shapeless_function_outputs(model: onnx.ModelProto) -> bool:
     changed = False
     for node in model.graph.node:
         out = infos.get(node.output[0])
-        if node.op_type == "GroupNormalization" and node.input[0] in known and (out is None or not out.type.tensor_type.HasField("shape")):
+        if (
+            node.op_type == "GroupNormalization"
+            and node.input[0] in known
+            and (out is None or not out.type.tensor_type.HasField("shape"))
+        ):
             if out is None:
                 out = model.graph.value_info.add()
                 out.name = node.output[0]
@@ -295,4 +398,10 @@ def _reject_non_finite(model: onnx.ModelProto, path: Path) -> None:
             if count:
                 bad.append(f"'{init.name}' ({count} of {values.size} values)")
     if bad:
-        raise _fail("E116", "non-finite", f"{len(bad)} initializer(s) hold NaN or Inf", f"{path.name}: {', '.join(bad[:8])}", "the training that produced the model diverged; export a checkpoint with finite weights")
+        raise _fail(
+            "E116",
+            "non-finite",
+            f"{len(bad)} initializer(s) hold NaN or Inf",
+            f"{path.name}: {', '.join(bad[:8])}",
+            "the training that produced the model diverged; export a checkpoint with finite weights",
+        )

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from odimo.compiler.analysis import Analysis, analyse
+from odimo.ir.analysis import Analysis, analyse
 from odimo.compiler.importer import load_model
-from odimo.compiler.plan import TargetPlan, plan_for_target
+from odimo.targets.plan import TargetPlan, plan_for_target
 from odimo.targets import get_target
 from odimo.targets.baselines import baseline_costs
 from odimo.targets.costing import CostTable
@@ -45,7 +45,13 @@ def _add_target_columns(report: dict[str, Any], plan: TargetPlan) -> None:
         row["policy"] = layer.policy.value
         row["cycles"] = {b.name: _layer_cycles(b.table, row["name"]) for b in costs}
     report["baselines"] = [
-        {"name": b.name, "cycles": b.table.total.cycles, "searchable_cycles": b.table.searchable.cycles, "energy_uj": b.table.total.energy_uj, "notes": list(b.notes)}
+        {
+            "name": b.name,
+            "cycles": b.table.total.cycles,
+            "searchable_cycles": b.table.searchable.cycles,
+            "energy_uj": b.table.total.energy_uj,
+            "notes": list(b.notes),
+        }
         for b in costs
     ]
 
@@ -59,20 +65,22 @@ def _layer_rows(analysis: Analysis) -> list[dict[str, Any]]:
     for layer in analysis.layers:
         geo = layer.geometry
         group = analysis.coupling.group_of_value(layer.output)
-        rows.append({
-            "name": layer.node,
-            "op": layer.op_type,
-            "kind": geo.kind.value,
-            "c_in": geo.c_in,
-            "c_out": geo.c_out,
-            "kernel": list(geo.kernel),
-            "stride": list(geo.stride),
-            "groups": geo.groups,
-            "out_hw": list(geo.out_hw),
-            "group": group.id,
-            "rigid": group.rigid,
-            "producers_in_group": len(group.producers),
-        })
+        rows.append(
+            {
+                "name": layer.node,
+                "op": layer.op_type,
+                "kind": geo.kind.value,
+                "c_in": geo.c_in,
+                "c_out": geo.c_out,
+                "kernel": list(geo.kernel),
+                "stride": list(geo.stride),
+                "groups": geo.groups,
+                "out_hw": list(geo.out_hw),
+                "group": group.id,
+                "rigid": group.rigid,
+                "producers_in_group": len(group.producers),
+            }
+        )
     return rows
 
 
@@ -86,18 +94,34 @@ def render_table(report: dict[str, Any]) -> str:
     for row in report["layers"]:
         group = f"{row['group']}{' (rigid)' if row['rigid'] else ''}"
         cells = [
-            row["name"], row["op"], row["kind"], f"{row['c_in']}->{row['c_out']}", "x".join(map(str, row["kernel"])),
-            str(row["stride"][0]), str(row["groups"]), "x".join(map(str, row["out_hw"])), group,
+            row["name"],
+            row["op"],
+            row["kind"],
+            f"{row['c_in']}->{row['c_out']}",
+            "x".join(map(str, row["kernel"])),
+            str(row["stride"][0]),
+            str(row["groups"]),
+            "x".join(map(str, row["out_hw"])),
+            group,
         ]
         cycles = [_cycles(row.get("cycles", {}).get(name)) for name in baselines]
         rows.append(cells + [str(row.get(k, "")) for k in extra] + cycles)
     if baselines:
-        total = ["total"] + [""] * (len(header) - len(baselines) - 1) + [_cycles(b["cycles"]) for b in report["baselines"]]
+        total = (
+            ["total"] + [""] * (len(header) - len(baselines) - 1) + [_cycles(b["cycles"]) for b in report["baselines"]]
+        )
         rows.append(total)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = [f"{report['model']}: input {report['input']['name']} {'x'.join(map(str, report['input']['shape']))}, opset {report['opset']}"]
+    lines = [
+        f"{report['model']}: input {report['input']['name']} {'x'.join(map(str, report['input']['shape']))}, "
+        f"opset {report['opset']}"
+    ]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
-    lines += [f"  {b['name']}: {b['cycles']:,.2f} cycles, {b['energy_uj']:.3f} µJ" + (f" ({'; '.join(b['notes'])})" if b["notes"] else "") for b in report.get("baselines", [])]
+    lines += [
+        f"  {b['name']}: {b['cycles']:,.2f} cycles, {b['energy_uj']:.3f} µJ"
+        + (f" ({'; '.join(b['notes'])})" if b["notes"] else "")
+        for b in report.get("baselines", [])
+    ]
     return "\n".join(lines)
 
 

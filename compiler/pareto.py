@@ -20,17 +20,19 @@ def summarize(results: Sequence[PointResult], objective: str) -> dict[str, Any]:
             continue
         report = result.report
         accuracy = report.get("accuracy") or {}
-        rows.append({
-            "name": result.point.name,
-            "kind": "search" if result.point.lam is not None else "baseline",
-            "mapping": report["mapping"],
-            "lambda": result.point.lam,
-            "accuracy": accuracy.get("final"),
-            "accuracy_onnx": accuracy.get("onnx"),
-            "float_accuracy": accuracy.get("float"),
-            "cycles": report["totals"]["all"]["cycles"],
-            "energy_uj": report["totals"]["all"]["energy_uj"],
-        })
+        rows.append(
+            {
+                "name": result.point.name,
+                "kind": "search" if result.point.lam is not None else "baseline",
+                "mapping": report["mapping"],
+                "lambda": result.point.lam,
+                "accuracy": accuracy.get("final"),
+                "accuracy_onnx": accuracy.get("onnx"),
+                "float_accuracy": accuracy.get("float"),
+                "cycles": report["totals"]["all"]["cycles"],
+                "energy_uj": report["totals"]["all"]["energy_uj"],
+            }
+        )
     key = "cycles" if objective == "latency" else "energy_uj"
     front = pareto_front(rows, key)
     for row in rows:
@@ -50,7 +52,9 @@ def pareto_front(rows: Sequence[dict[str, Any]], key: str) -> list[str]:
     front = []
     for row in scored:
         dominated = any(
-            other["accuracy"] >= row["accuracy"] and other[key] <= row[key] and (other["accuracy"] > row["accuracy"] or other[key] < row[key])
+            other["accuracy"] >= row["accuracy"]
+            and other[key] <= row[key]
+            and (other["accuracy"] > row["accuracy"] or other[key] < row[key])
             for other in scored
         )
         if not dominated:
@@ -71,10 +75,19 @@ def pareto_plot(summary: dict[str, Any]) -> bytes:
         marker, color = ("o", "#1f77b4") if row["kind"] == "search" else ("s", "#d62728")
         ax.scatter(row[key], 100 * row["accuracy"], marker=marker, color=color, zorder=3)
         label = f"λ={row['lambda']:g}" if row["kind"] == "search" else row["mapping"]
-        ax.annotate(label, (row[key], 100 * row["accuracy"]), textcoords="offset points", xytext=(4, 4), fontsize="x-small")
+        ax.annotate(
+            label, (row[key], 100 * row["accuracy"]), textcoords="offset points", xytext=(4, 4), fontsize="x-small"
+        )
     front = [next(r for r in rows if r["name"] == name) for name in summary["front"]]
     if front:
-        ax.step([r[key] for r in front], [100 * r["accuracy"] for r in front], where="post", color="#1f77b4", alpha=0.5, label="Pareto front")
+        ax.step(
+            [r[key] for r in front],
+            [100 * r["accuracy"] for r in front],
+            where="post",
+            color="#1f77b4",
+            alpha=0.5,
+            label="Pareto front",
+        )
     floats = [r["float_accuracy"] for r in rows if r.get("float_accuracy") is not None]
     if floats:
         ax.axhline(100 * floats[0], linestyle="--", color="gray", label="float model")
@@ -89,11 +102,17 @@ def pareto_plot(summary: dict[str, Any]) -> bytes:
 
 def pareto_table(summary: dict[str, Any]) -> str:
     """Markdown: one row per point, front marked; failures listed below."""
-    lines = ["| point | mapping | λ | accuracy (torch) | accuracy (onnxruntime) | cycles | energy (µJ) | front |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| point | mapping | λ | accuracy (torch) | accuracy (onnxruntime) | cycles | energy (µJ) | front |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row in sorted(summary["points"], key=lambda r: r["cycles"]):
         acc = "" if row["accuracy"] is None else f"{100 * row['accuracy']:.2f} %"
         onnx_acc = "" if row["accuracy_onnx"] is None else f"{100 * row['accuracy_onnx']:.2f} %"
         lam = "" if row["lambda"] is None else f"{row['lambda']:g}"
-        lines.append(f"| {row['name']} | {row['mapping']} | {lam} | {acc} | {onnx_acc} | {row['cycles']:,.1f} | {row['energy_uj']:.3f} | {'★' if row['pareto'] else ''} |")
+        lines.append(
+            f"| {row['name']} | {row['mapping']} | {lam} | {acc} | {onnx_acc} | "
+            f"{row['cycles']:,.1f} | {row['energy_uj']:.3f} | {'★' if row['pareto'] else ''} |"
+        )
     lines += [f"\nFailed: `{f['name']}`: {f['error']}" for f in summary["failed"]]
     return "\n".join(lines) + "\n"

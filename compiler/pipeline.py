@@ -21,13 +21,15 @@ import onnx
 from odimo.compiler.annotations import layer_notes, model_doc
 from odimo.compiler.emit import OutputFile, check_onnx_file, model_bytes, write_atomically
 from odimo.compiler.canonicalize import restore_signature
-from odimo.compiler.errors import BUG_FIX, NoSearchableLayerError, OdimoError, OutputPathError, VerificationError
-from odimo.compiler.importer import ImportedModel, load_model
-from odimo.compiler.plan import TargetPlan, plan_for_target
+from odimo.ir.errors import BUG_FIX, NoSearchableLayerError, OdimoError, OutputPathError, VerificationError
+from odimo.compiler.importer import load_model
+from odimo.ir.records import ImportedModel
+from odimo.targets.plan import TargetPlan, plan_for_target
 from odimo.compiler.plots import split_plot
-from odimo.compiler.quantize import QuantizedLayers, quantize_layers
+from odimo.targets.quantize import QuantizedLayers, quantize_layers
+from odimo.compiler.trained_graphs import checked_search_graph, trained_model
 from odimo.compiler.report import RunFacts, build_report, embedded_json
-from odimo.compiler.verify import Comparison, compare, onnx_accuracy, probe_inputs
+from odimo.ir.verify import Comparison, compare, onnx_accuracy, probe_inputs
 from odimo.passes.act_quant import insert_act_quant
 from odimo.passes.annotate import NodeNote, annotate
 from odimo.passes.base import PassResult
@@ -36,7 +38,8 @@ from odimo.passes.order_channels import order_channels
 from odimo.passes.qdq_weights import qdq_weights
 from odimo.passes.reorder_channels import reorder_channels
 from odimo.passes.set_weights import set_weights
-from odimo.passes.split_layers import Substitute, split_layers
+from odimo.passes.split_layers import split_layers
+from odimo.ir.records import Substitute
 from odimo.retrain.run import SearchSettings, search
 from odimo.targets import get_target
 from odimo.targets.baselines import MappingRecipe, baseline_costs, build_baseline, fixed_mapping
@@ -73,7 +76,14 @@ class OutputPaths:
     def beside(output: Path, report: Path | None) -> "OutputPaths":
         stem = output.name[: -len(".onnx")] if output.name.endswith(".onnx") else output.name
         folder = output.parent
-        return OutputPaths(output, folder / f"{stem}.float.onnx", folder / f"{stem}.ckpt", report or folder / f"{stem}.report.json", folder / f"{stem}.mapping.json", folder / f"{stem}.split.png")
+        return OutputPaths(
+            output,
+            folder / f"{stem}.float.onnx",
+            folder / f"{stem}.ckpt",
+            report or folder / f"{stem}.report.json",
+            folder / f"{stem}.mapping.json",
+            folder / f"{stem}.split.png",
+        )
 
 
 @dataclass(frozen=True)
@@ -100,8 +110,10 @@ def stage(name: str) -> Iterator[None]:
         yield
     except OdimoError:
         raise
-    except Exception as exc:  # noqa: BLE001 - anything else is our bug; say where it happened
-        raise VerificationError("E900", "internal-error", f"stage '{name}' failed: {type(exc).__name__}: {exc}", fix=BUG_FIX) from exc
+    except Exception as exc:  # anything else is our bug; say where it happened
+        raise VerificationError(
+            "E900", "internal-error", f"stage '{name}' failed: {type(exc).__name__}: {exc}", fix=BUG_FIX
+        ) from exc
 
 
 def compile(model: str | Path, options: CompileOptions) -> CompileResult:  # noqa: A001 - the verb users expect
@@ -114,7 +126,9 @@ def compile(model: str | Path, options: CompileOptions) -> CompileResult:  # noq
     with stage("analyse"):
         plan = plan_for_target(imported.model, target)
         _require_layers(plan, source)
-        notes = [] if plan.searchable else [f"no layer of this model can be split on {target.name}: every layer has one CU"]
+        notes = (
+            [] if plan.searchable else [f"no layer of this model can be split on {target.name}: every layer has one CU"]
+        )
     with stage("search"):
         if options.mapping == "search" and not plan.searchable:
             given = (fixed_mapping(plan.analysis.geometries, target), "fixed")
@@ -122,15 +136,28 @@ def compile(model: str | Path, options: CompileOptions) -> CompileResult:  # noq
             given = None if options.mapping == "search" else _resolve_mapping(options.mapping, plan)
         trained = None
         if given is None or options.train:
-            settings = replace(options.search, seed=options.seed, checkpoint_dir=paths.checkpoints, save_search_graph=options.search_graph is not None)
+            settings = replace(
+                options.search,
+                seed=options.seed,
+                checkpoint_dir=paths.checkpoints,
+                save_search_graph=options.search_graph is not None,
+            )
             trained = search(imported, plan, settings, given[0] if given else None)
-        mapping = validate_mapping(trained.mapping, plan.analysis.geometries, target, plan.contiguous_layers) if trained else given[0]
+            trained_graph = trained_model(imported.model, trained)
+            searched_graph = checked_search_graph(trained_graph, trained)
+        mapping = (
+            validate_mapping(trained.mapping, plan.analysis.geometries, target, plan.contiguous_layers)
+            if trained
+            else given[0]
+        )
         mapping_source = given[1] if given else "search"
     with stage("transform"):
         if trained is not None:
-            emitted = emit_graphs(trained.model, plan, mapping, emit, trained.substitutes, trained.quantized)
+            emitted = emit_graphs(trained_graph, plan, mapping, emit, trained.substitutes, trained.quantized)
         else:
-            emitted = emit_graphs(imported.model, plan, mapping, emit, initial_substitutes(imported.model, plan, mapping))
+            emitted = emit_graphs(
+                imported.model, plan, mapping, emit, initial_substitutes(imported.model, plan, mapping)
+            )
     with stage("verify"):
         costs = cost_table(plan.analysis.geometries, target, mapping)
         accuracy = dict(trained.accuracy) if trained else {"float": None, "final": None}
@@ -140,14 +167,27 @@ def compile(model: str | Path, options: CompileOptions) -> CompileResult:  # noq
         if notes:
             report["notes"] = notes
         if trained is not None:
-            report["training"] = {"phase_seconds": trained.phase_seconds, "history": trained.history, "epochs": list(options.search.epochs), "data": options.search.data}
+            report["training"] = {
+                "phase_seconds": trained.phase_seconds,
+                "history": trained.history,
+                "epochs": list(options.search.epochs),
+                "data": options.search.data,
+            }
         probes = probe_inputs(imported.model, options.seed)
-        comparison = _require_match(emitted.transformed.reference, emitted.transformed.partitioned, probes, "the partitioned float model")
+        comparison = _require_match(
+            emitted.transformed.reference, emitted.transformed.partitioned, probes, "the partitioned float model"
+        )
         if emitted.main is not None:
             _require_match(emitted.transformed.partitioned, emitted.main, probes, "the QDQ model")
         act_quant = trained.act_quant if trained else {}
-        float_model = annotate_model(emitted.transformed, insert_act_quant(emitted.transformed.partitioned, act_quant).model, report, imported).model
-        main_model = annotate_model(emitted.transformed, insert_act_quant(emitted.main, act_quant).model, report, imported).model if emitted.main is not None else float_model
+        float_model = annotate_model(
+            emitted.transformed, insert_act_quant(emitted.transformed.partitioned, act_quant).model, report, imported
+        ).model
+        main_model = (
+            annotate_model(emitted.transformed, insert_act_quant(emitted.main, act_quant).model, report, imported).model
+            if emitted.main is not None
+            else float_model
+        )
         if trained is not None:
             report["accuracy"]["onnx"] = onnx_accuracy(main_model, *trained.test_data)
     with stage("emit"):
@@ -155,9 +195,19 @@ def compile(model: str | Path, options: CompileOptions) -> CompileResult:  # noq
         files = [OutputFile(paths.model, model_bytes(main_model), _disk_check(main_model, probes))]
         if main_model is not float_model:
             files.append(OutputFile(paths.float_model, model_bytes(float_model), _disk_check(float_model, probes)))
-        report["emission"] = {"files": {f.path.name: _sha256(f.payload) for f in files}, "max_abs_diff": comparison.max_abs_diff, "top1_agreement": comparison.top1_agreement}
-        if trained is not None and trained.search_graph is not None:
-            files.append(OutputFile(options.search_graph, model_bytes(restore_signature(trained.search_graph, imported.original)), check_onnx_file))
+        report["emission"] = {
+            "files": {f.path.name: _sha256(f.payload) for f in files},
+            "max_abs_diff": comparison.max_abs_diff,
+            "top1_agreement": comparison.top1_agreement,
+        }
+        if trained is not None and searched_graph is not None:
+            files.append(
+                OutputFile(
+                    options.search_graph,
+                    model_bytes(restore_signature(searched_graph, imported.original)),
+                    check_onnx_file,
+                )
+            )
         files += [
             OutputFile(paths.report, (json.dumps(report, indent=1, sort_keys=True) + "\n").encode()),
             OutputFile(paths.mapping, mapping.to_json().encode()),
@@ -173,7 +223,14 @@ class EmittedGraphs:
     main: onnx.ModelProto | None  # the QDQ model, when that is the main output
 
 
-def emit_graphs(model: onnx.ModelProto, plan: TargetPlan, mapping: Mapping, emit: str, substitutes: dict[str, Substitute], quantized: QuantizedLayers | None = None) -> EmittedGraphs:
+def emit_graphs(
+    model: onnx.ModelProto,
+    plan: TargetPlan,
+    mapping: Mapping,
+    emit: str,
+    substitutes: dict[str, Substitute],
+    quantized: QuantizedLayers | None = None,
+) -> EmittedGraphs:
     """The float partition of `model` (fake-quantized first for QDQ) and, for QDQ, its integer form.
 
     `quantized` carries trained quantizer results; without it the weights are quantized here with
@@ -196,20 +253,29 @@ def initial_substitutes(model: onnx.ModelProto, plan: TargetPlan, mapping: Mappi
     return diagonal_substitutes(model, layers, cu)
 
 
-def transform(model: onnx.ModelProto, plan: TargetPlan, mapping: Mapping, substitutes: dict[str, Substitute]) -> Transformed:
+def transform(
+    model: onnx.ModelProto, plan: TargetPlan, mapping: Mapping, substitutes: dict[str, Substitute]
+) -> Transformed:
     """Order, reorder and split: the partitioned float graph and the reference it must equal."""
     reference = mix_substitutes(model, mapping.layers, substitutes).model if substitutes else model
     order = order_channels(plan, mapping.layers)
     reordered = reorder_channels(model, plan.analysis.coupling, order)
     partitioned = split_layers(reordered.model, plan, mapping.layers, substitutes).model
     reindexed = _reindexed_nodes(plan, order.perms)
-    return Transformed(reference, partitioned, frozenset(reindexed), {name: sub.cu for name, sub in substitutes.items()})
+    return Transformed(
+        reference, partitioned, frozenset(reindexed), {name: sub.cu for name, sub in substitutes.items()}
+    )
 
 
 def _require_match(reference: onnx.ModelProto, candidate: onnx.ModelProto, probes: np.ndarray, what: str) -> Comparison:
     result = compare(reference, candidate, probes)
     if not result.passed:
-        raise VerificationError("E900", "verification-failed", f"{what} differs from its reference: max |y - y_ref| = {result.max_abs_diff:.3g} > {result.bound:.3g}", fix=BUG_FIX)
+        raise VerificationError(
+            "E900",
+            "verification-failed",
+            f"{what} differs from its reference: max |y - y_ref| = {result.max_abs_diff:.3g} > {result.bound:.3g}",
+            fix=BUG_FIX,
+        )
     return result
 
 
@@ -224,7 +290,9 @@ def _disk_check(written: onnx.ModelProto, probes: np.ndarray):
     return check
 
 
-def annotate_model(transformed: Transformed, model: onnx.ModelProto, report: dict[str, Any], imported: ImportedModel) -> PassResult:
+def annotate_model(
+    transformed: Transformed, model: onnx.ModelProto, report: dict[str, Any], imported: ImportedModel
+) -> PassResult:
     """Label `model` (the float or QDQ partition of `transformed`) from the report rows."""
     target = get_target(report["target"]["name"])
     formats = {cu: fmt.value for cu, fmt in target.weight_formats.items()} if report["emit"] == "qdq" else {}
@@ -259,13 +327,33 @@ def _reindexed_nodes(plan: TargetPlan, perms: dict[str, np.ndarray]) -> set[str]
 def _output_paths(source: Path, options: CompileOptions, emit: str) -> OutputPaths:
     output = options.output or source.with_name(f"{source.stem}.{options.target}.onnx")
     if output.resolve() == source.resolve():
-        raise OutputPathError("E130", "output-path", "the output path is the input model; odimo never overwrites its input", str(output), "choose another -o path (the default is MODEL.<target>.onnx)")
+        raise OutputPathError(
+            "E130",
+            "output-path",
+            "the output path is the input model; odimo never overwrites its input",
+            str(output),
+            "choose another -o path (the default is MODEL.<target>.onnx)",
+        )
     if output.is_dir():
-        raise OutputPathError("E130", "output-path", "the output path is a directory", str(output), "give a file name, e.g. -o out/model.onnx")
+        raise OutputPathError(
+            "E130",
+            "output-path",
+            "the output path is a directory",
+            str(output),
+            "give a file name, e.g. -o out/model.onnx",
+        )
     if not output.parent.is_dir():
-        raise OutputPathError("E130", "output-path", "the output folder does not exist", str(output.parent), "create it first (odimo does not create folders)")
+        raise OutputPathError(
+            "E130",
+            "output-path",
+            "the output folder does not exist",
+            str(output.parent),
+            "create it first (odimo does not create folders)",
+        )
     if emit not in EMIT_MODES:
-        raise OutputPathError("E130", "emit-mode", f"unknown emission mode '{emit}'", fix=f"use one of {', '.join(EMIT_MODES)}")
+        raise OutputPathError(
+            "E130", "emit-mode", f"unknown emission mode '{emit}'", fix=f"use one of {', '.join(EMIT_MODES)}"
+        )
     return OutputPaths.beside(output, options.report)
 
 
@@ -273,10 +361,18 @@ def _require_layers(plan: TargetPlan, source: Path) -> None:
     """E120 for a model with no Conv or Gemm at all; one whose layers all have one CU is still mapped."""
     if plan.layers:
         return
-    raise NoSearchableLayerError("E120", "no-searchable-layer", f"no layer can be split on target '{plan.target.name}'", f"{source.name}: layers found: no Conv/Gemm at all", "give odimo a CNN: it maps Conv and Gemm layers onto the target's CUs")
+    raise NoSearchableLayerError(
+        "E120",
+        "no-searchable-layer",
+        f"no layer can be split on target '{plan.target.name}'",
+        f"{source.name}: layers found: no Conv/Gemm at all",
+        "give odimo a CNN: it maps Conv and Gemm layers onto the target's CUs",
+    )
 
 
-def _with_user_signature(main: onnx.ModelProto, float_model: onnx.ModelProto, imported: ImportedModel) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+def _with_user_signature(
+    main: onnx.ModelProto, float_model: onnx.ModelProto, imported: ImportedModel
+) -> tuple[onnx.ModelProto, onnx.ModelProto]:
     """Both outputs with the user's input and output types (a fixed batch stays fixed)."""
     restored_main = restore_signature(main, imported.original)
     return restored_main, (restored_main if float_model is main else restore_signature(float_model, imported.original))

@@ -8,7 +8,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+import matplotlib.pyplot as plt  # the backend must be chosen first
 
 CU_COLORS = {"digital": "#1f77b4", "analog": "#ff7f0e", "cluster": "#2ca02c", "dwe": "#d62728", "host": "#7f7f7f"}
 
@@ -24,8 +24,13 @@ def split_plot(report: dict[str, Any]) -> bytes:
     label_in = 0.3 + 0.055 * max((len(n) for n in names), default=0)
     width_in, height_in = max(6.0, 0.35 * len(rows) + 2), 5.4 + label_in
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(width_in, height_in), sharex=True)
-    fig.subplots_adjust(left=0.8 / width_in, right=1 - 0.2 / width_in, top=1 - 0.35 / height_in,
-                        bottom=label_in / height_in, hspace=0.08)
+    fig.subplots_adjust(
+        left=0.8 / width_in,
+        right=1 - 0.2 / width_in,
+        top=1 - 0.35 / height_in,
+        bottom=label_in / height_in,
+        hspace=0.08,
+    )
     bottoms = [0.0] * len(rows)
     for cu in cus:
         fractions = [r["split"].get(cu, 0) / sum(r["split"].values()) for r in rows]
@@ -37,7 +42,9 @@ def split_plot(report: dict[str, Any]) -> bytes:
     width = 0.8 / len(cus)
     for k, cu in enumerate(cus):
         cycles = [max((r["cycles"] or {}).get(cu, 0.0), 0.0) for r in rows]
-        bars = bottom.bar([i + (k - (len(cus) - 1) / 2) * width for i in x], cycles, width=width, color=CU_COLORS.get(cu), label=cu)
+        bars = bottom.bar(
+            [i + (k - (len(cus) - 1) / 2) * width for i in x], cycles, width=width, color=CU_COLORS.get(cu), label=cu
+        )
         for bar, row in zip(bars, rows):
             if row["latency_cycles"] and (row["cycles"] or {}).get(cu) == row["latency_cycles"]:
                 bar.set_edgecolor("black")

@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from odimo.compiler.importer import ImportedModel
-from odimo.compiler.plan import TargetPlan
+from odimo.ir.records import ImportedModel
+from odimo.targets.plan import TargetPlan
 from odimo.passes.base import cu_ranges
 from odimo.targets.base import Role
 from odimo.targets.baselines import BaselineCost
@@ -34,7 +34,14 @@ class RunFacts:
     accuracy: dict[str, float | None]
 
 
-def build_report(imported: ImportedModel, plan: TargetPlan, mapping: Mapping, costs: CostTable, baselines: tuple[BaselineCost, ...], facts: RunFacts) -> dict[str, Any]:
+def build_report(
+    imported: ImportedModel,
+    plan: TargetPlan,
+    mapping: Mapping,
+    costs: CostTable,
+    baselines: tuple[BaselineCost, ...],
+    facts: RunFacts,
+) -> dict[str, Any]:
     target = plan.target
     return {
         "schema": SCHEMA,
@@ -49,8 +56,14 @@ def build_report(imported: ImportedModel, plan: TargetPlan, mapping: Mapping, co
         "totals": {"all": _totals(costs.total), "searchable": _totals(costs.searchable)},
         "layers": [_layer_row(plan, mapping, costs, p.name) for p in plan.layers],
         "baselines": [
-            {"name": b.name, "cycles": b.table.total.cycles, "energy_uj": b.table.total.energy_uj,
-             "searchable_cycles": b.table.searchable.cycles, "accuracy": None, "notes": list(b.notes)}
+            {
+                "name": b.name,
+                "cycles": b.table.total.cycles,
+                "energy_uj": b.table.total.energy_uj,
+                "searchable_cycles": b.table.searchable.cycles,
+                "accuracy": None,
+                "notes": list(b.notes),
+            }
             for b in baselines
         ],
         "coupling": [

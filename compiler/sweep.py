@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from odimo.compiler.errors import OdimoError, TargetError
+from odimo.ir.errors import OdimoError, TargetError
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,20 @@ def plan_points(lambdas: Sequence[float], baselines: Sequence[str]) -> list[Swee
 
 def point_command(model: Path, target: str, point: SweepPoint, root: Path, extra: Sequence[str]) -> list[str]:
     """The odimo-compile invocation of one point (fine-tuning baselines for the final budget)."""
-    command = [sys.executable, "-m", "odimo.compiler.cli", str(model), "--target", target, "--mapping", point.mapping, "-o", str(point.output(root)), "--no-progress", *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "odimo.compiler.cli",
+        str(model),
+        "--target",
+        target,
+        "--mapping",
+        point.mapping,
+        "-o",
+        str(point.output(root)),
+        "--no-progress",
+        *extra,
+    ]
     if point.lam is not None:
         command += ["--lambda", repr(point.lam)]
     else:
@@ -69,7 +82,15 @@ def run_point(command: list[str], report: Path) -> tuple[dict[str, Any] | None, 
     return json.loads(report.read_text()), None
 
 
-def run_sweep(model: Path, target: str, points: Sequence[SweepPoint], root: Path, extra: Sequence[str], workers: int = 1, ray_address: str | None = None) -> list[PointResult]:
+def run_sweep(
+    model: Path,
+    target: str,
+    points: Sequence[SweepPoint],
+    root: Path,
+    extra: Sequence[str],
+    workers: int = 1,
+    ray_address: str | None = None,
+) -> list[PointResult]:
     """Run every unfinished point; finished ones are read back, failed ones reported, none lost."""
     root.mkdir(parents=True, exist_ok=True)
     results: dict[str, PointResult] = {}
@@ -102,7 +123,13 @@ def _ray_runner(address: str) -> Runner:
     try:
         import ray
     except ImportError:
-        raise TargetError("E150", "no-ray", "--ray needs the 'ray' package", f"--ray {address}", "pip install 'odimo[ray]' or run without --ray (local processes)") from None
+        raise TargetError(
+            "E150",
+            "no-ray",
+            "--ray needs the 'ray' package",
+            f"--ray {address}",
+            "pip install 'odimo[ray]' or run without --ray (local processes)",
+        ) from None
 
     def run(jobs: list[tuple[list[str], Path]]) -> list[tuple[dict[str, Any] | None, str | None]]:
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
@@ -118,5 +145,10 @@ def check_lambdas(text: str) -> list[float]:
     except ValueError:
         values = []
     if not values or any(v < 0 for v in values):
-        raise OdimoError("E150", "bad-lambdas", f"--lambdas '{text}' is not a comma-separated list of non-negative numbers", fix="e.g. --lambdas 0,1e-8,1e-7")
+        raise OdimoError(
+            "E150",
+            "bad-lambdas",
+            f"--lambdas '{text}' is not a comma-separated list of non-negative numbers",
+            fix="e.g. --lambdas 0,1e-8,1e-7",
+        )
     return values

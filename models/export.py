@@ -41,9 +41,7 @@ BATCH_DIM = "batch"
 MAX_ABS_DIFF = 1e-5
 
 
-def export_onnx(
-    module: nn.Module, path: Path | str, input_shape: Sequence[int], opset: int = 17
-) -> onnx.ModelProto:
+def export_onnx(module: nn.Module, path: Path | str, input_shape: Sequence[int], opset: int = 17) -> onnx.ModelProto:
     """Write `module` to `path` as ONNX with input (batch, *input_shape) and return the model.
 
     The module is exported in eval mode and its train/eval flag restored afterwards. The file is
@@ -134,9 +132,7 @@ def load_weights_from_onnx(module: nn.Module, path: Path | str) -> nn.Module:
     return module
 
 
-def max_abs_diff(
-    module: nn.Module, path: Path | str, input_shape: Sequence[int], batch: int, seed: int = 0
-) -> float:
+def max_abs_diff(module: nn.Module, path: Path | str, input_shape: Sequence[int], batch: int, seed: int = 0) -> float:
     """max |torch − onnxruntime| over the outputs for one seeded uniform [0, 1) batch."""
     x = np.random.default_rng(seed).random((batch, *input_shape), dtype=np.float32)
     was_training = module.training

@@ -117,15 +117,11 @@ def _scaled(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
-def mobilenet_v1(
-    num_classes: int = 10, in_channels: int = 3, width: float = 1.0, stem_stride: int = 2
-) -> MobileNetV1:
+def mobilenet_v1(num_classes: int = 10, in_channels: int = 3, width: float = 1.0, stem_stride: int = 2) -> MobileNetV1:
     """Plain MobileNetV1: 13 depthwise-separable blocks."""
     return MobileNetV1(num_classes, in_channels, width, stem_stride)
 
 
-def darkside_seed(
-    num_classes: int = 10, in_channels: int = 3, width: float = 1.0, stem_stride: int = 2
-) -> MobileNetV1:
+def darkside_seed(num_classes: int = 10, in_channels: int = 3, width: float = 1.0, stem_stride: int = 2) -> MobileNetV1:
     """The Darkside seed: MobileNetV1 whose eight C->C blocks are single 3x3 C->C convs."""
     return MobileNetV1(num_classes, in_channels, width, stem_stride, conv_for_equal_blocks=True)

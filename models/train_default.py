@@ -26,7 +26,7 @@ import onnx
 import torch
 from torch import nn
 
-from odimo.compiler.verify import onnx_accuracy
+from odimo.ir.verify import onnx_accuracy
 from odimo.models.export import MAX_ABS_DIFF, export_onnx, max_abs_diff
 from odimo.retrain.augment import augment
 from odimo.models.zoo import MODELS, build
@@ -48,7 +48,9 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 10
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m odimo.models.train_default")
-    parser.add_argument("--arch", choices=sorted(MODELS), default="resnet20", help="network of the zoo (default resnet20)")
+    parser.add_argument(
+        "--arch", choices=sorted(MODELS), default="resnet20", help="network of the zoo (default resnet20)"
+    )
     parser.add_argument("--data", default="fashion-mnist", help="dataset spec (odimo.retrain.data)")
     parser.add_argument("-o", "--output", type=Path, help="default: models/<arch>_fmnist.onnx")
     parser.add_argument("--epochs", type=int, default=15)
@@ -57,9 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument(
-        "--max-steps", type=int, default=0, help="stop each epoch after this many steps (timing)"
-    )
+    parser.add_argument("--max-steps", type=int, default=0, help="stop each epoch after this many steps (timing)")
     args = parser.parse_args(argv)
     args.output = args.output or MODELS_DIR / f"{args.arch}_fmnist.onnx"
 

@@ -10,24 +10,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from odimo.ir.records import ActQuant
 from odimo.passes.base import PassResult, register_pass
 from odimo.targets.quantization import FLOOR_GUARD
-
-
-@dataclass(frozen=True)
-class ActQuant:
-    """A layer's input quantizer: range [low, clip] and step 1/scale (scale a power of two)."""
-
-    input: str
-    low: float
-    clip: float
-    scale: float
 
 
 @register_pass("insert_act_quant")
@@ -63,14 +53,18 @@ def _owning_layer(node_name: str, quantizers: Mapping[str, ActQuant]) -> str | N
 
 def _chain(layer: str, quant: ActQuant, output: str, graph: onnx.GraphProto) -> list[onnx.NodeProto]:
     prefix = f"{layer}/act"
-    graph.initializer.extend([
-        numpy_helper.from_array(np.array(quant.low, dtype=np.float32), f"{prefix}/low"),
-        numpy_helper.from_array(np.array(quant.clip, dtype=np.float32), f"{prefix}/clip"),
-        numpy_helper.from_array(np.array(quant.scale, dtype=np.float32), f"{prefix}/scale"),
-        numpy_helper.from_array(np.array(FLOOR_GUARD, dtype=np.float32), f"{prefix}/guard"),
-    ])
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(quant.low, dtype=np.float32), f"{prefix}/low"),
+            numpy_helper.from_array(np.array(quant.clip, dtype=np.float32), f"{prefix}/clip"),
+            numpy_helper.from_array(np.array(quant.scale, dtype=np.float32), f"{prefix}/scale"),
+            numpy_helper.from_array(np.array(FLOOR_GUARD, dtype=np.float32), f"{prefix}/guard"),
+        ]
+    )
     return [
-        helper.make_node("Clip", [quant.input, f"{prefix}/low", f"{prefix}/clip"], [f"{prefix}/clipped"], name=f"{prefix}/clip"),
+        helper.make_node(
+            "Clip", [quant.input, f"{prefix}/low", f"{prefix}/clip"], [f"{prefix}/clipped"], name=f"{prefix}/clip"
+        ),
         helper.make_node("Mul", [f"{prefix}/clipped", f"{prefix}/scale"], [f"{prefix}/scaled"], name=f"{prefix}/mul"),
         helper.make_node("Add", [f"{prefix}/scaled", f"{prefix}/guard"], [f"{prefix}/guarded"], name=f"{prefix}/guard"),
         helper.make_node("Floor", [f"{prefix}/guarded"], [f"{prefix}/floored"], name=f"{prefix}/floor"),

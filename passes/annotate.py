@@ -25,7 +25,9 @@ class NodeNote:
 
 
 @register_pass("annotate")
-def annotate(model: onnx.ModelProto, notes: Mapping[str, NodeNote], model_props: Mapping[str, str], model_doc: str) -> PassResult:
+def annotate(
+    model: onnx.ModelProto, notes: Mapping[str, NodeNote], model_props: Mapping[str, str], model_doc: str
+) -> PassResult:
     work = copy.deepcopy(model)
     annotated = 0
     for node in work.graph.node:

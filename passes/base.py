@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from odimo.compiler.onnx_graph import GraphIndex
+from odimo.ir.graph import GraphIndex
 
 # Layer name -> CU name of each output channel, in original channel order ("host" for host layers).
 Assignment = Mapping[str, tuple[str, ...]]

@@ -15,11 +15,13 @@ import onnx
 from onnx import helper, numpy_helper
 
 from odimo.passes.base import Assignment, PassResult, register_pass
-from odimo.passes.split_layers import Substitute
+from odimo.ir.records import Substitute
 
 
 @register_pass("mix_substitutes")
-def mix_substitutes(model: onnx.ModelProto, assignment: Assignment, substitutes: Mapping[str, Substitute]) -> PassResult:
+def mix_substitutes(
+    model: onnx.ModelProto, assignment: Assignment, substitutes: Mapping[str, Substitute]
+) -> PassResult:
     work = copy.deepcopy(model)
     nodes: list[onnx.NodeProto] = []
     inits: list[onnx.TensorProto] = []
@@ -33,9 +35,16 @@ def mix_substitutes(model: onnx.ModelProto, assignment: Assignment, substitutes:
         prefix, out = node.name, node.output[0]
         conv = copy.deepcopy(node)
         conv.output[0] = f"{out}/conv"
-        dw = helper.make_node("Conv", [node.input[0], f"{prefix}/dw/weight", f"{prefix}/dw/bias"], [f"{out}/dw"], name=f"{prefix}/dw")
+        dw = helper.make_node(
+            "Conv", [node.input[0], f"{prefix}/dw/weight", f"{prefix}/dw/bias"], [f"{out}/dw"], name=f"{prefix}/dw"
+        )
         dw.attribute.extend(a for a in copy.deepcopy(node.attribute) if a.name not in ("group", "kernel_shape"))
-        dw.attribute.extend([helper.make_attribute("group", sub.weight.shape[0]), helper.make_attribute("kernel_shape", list(sub.weight.shape[2:]))])
+        dw.attribute.extend(
+            [
+                helper.make_attribute("group", sub.weight.shape[0]),
+                helper.make_attribute("kernel_shape", list(sub.weight.shape[2:])),
+            ]
+        )
         inits += [
             numpy_helper.from_array(sub.weight.astype(np.float32), f"{prefix}/dw/weight"),
             numpy_helper.from_array(sub.bias.astype(np.float32), f"{prefix}/dw/bias"),
@@ -45,8 +54,12 @@ def mix_substitutes(model: onnx.ModelProto, assignment: Assignment, substitutes:
         nodes += [
             conv,
             dw,
-            helper.make_node("Mul", [f"{out}/conv", f"{prefix}/mask"], [f"{out}/conv_masked"], name=f"{prefix}/mask_conv"),
-            helper.make_node("Mul", [f"{out}/dw", f"{prefix}/mask_complement"], [f"{out}/dw_masked"], name=f"{prefix}/mask_dw"),
+            helper.make_node(
+                "Mul", [f"{out}/conv", f"{prefix}/mask"], [f"{out}/conv_masked"], name=f"{prefix}/mask_conv"
+            ),
+            helper.make_node(
+                "Mul", [f"{out}/dw", f"{prefix}/mask_complement"], [f"{out}/dw_masked"], name=f"{prefix}/mask_dw"
+            ),
             helper.make_node("Add", [f"{out}/conv_masked", f"{out}/dw_masked"], [out], name=f"{prefix}/mix"),
         ]
         mixed += 1
@@ -69,7 +82,11 @@ def diagonal_substitutes(model: onnx.ModelProto, layers: list[str], cu: str) -> 
     for name in layers:
         node = nodes[name]
         weight = numpy_helper.to_array(inits[node.input[1]])
-        bias = numpy_helper.to_array(inits[node.input[2]]) if len(node.input) > 2 and node.input[2] else np.zeros(weight.shape[0], np.float32)
+        bias = (
+            numpy_helper.to_array(inits[node.input[2]])
+            if len(node.input) > 2 and node.input[2]
+            else np.zeros(weight.shape[0], np.float32)
+        )
         diagonal = weight[np.arange(weight.shape[0]), np.arange(weight.shape[0])][:, None]
         result[name] = Substitute(cu=cu, weight=diagonal.astype(np.float32), bias=bias.astype(np.float32))
     return result

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from odimo.compiler.errors import PassError
-from odimo.compiler.plan import Policy, TargetPlan
+from odimo.ir.errors import PassError
+from odimo.targets.plan import Policy, TargetPlan
 from odimo.passes.base import Assignment
 from odimo.targets.base import Role
 
@@ -34,8 +34,14 @@ def order_channels(plan: TargetPlan, assignment: Assignment) -> ChannelOrder:
         order = np.argsort(rank, kind="stable")
         if layer.policy is Policy.CONTIGUOUS:
             if not np.array_equal(order, np.arange(len(order))):
-                raise PassError("E320", "not-contiguous", f"layer '{layer.name}' is in contiguous group {layer.group.id} but its channels are not a per-CU prefix",
-                                where=layer.constrained_by or layer.group.id, fix="validate the mapping before the passes (validate_mapping)")
+                raise PassError(
+                    "E320",
+                    "not-contiguous",
+                    f"layer '{layer.name}' is in contiguous group {layer.group.id} "
+                    "but its channels are not a per-CU prefix",
+                    where=layer.constrained_by or layer.group.id,
+                    fix="validate the mapping before the passes (validate_mapping)",
+                )
             continue
         if not np.array_equal(order, np.arange(len(order))):
             for space in layer.group.spaces:

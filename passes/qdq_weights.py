@@ -16,8 +16,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from odimo.compiler.errors import PassError
-from odimo.compiler.onnx_graph import GraphIndex, drop_unused_initializers
+from odimo.ir.errors import PassError
+from odimo.ir.graph import GraphIndex, drop_unused_initializers
 from odimo.passes.base import PassResult, own_name, register_pass
 
 # The float weights are q·step rounded to float32; anything further from an integer code is a bug.
@@ -48,13 +48,26 @@ def _dequantize(node: onnx.NodeProto, index: GraphIndex, step: np.ndarray, graph
     exact = weight / step.reshape(shape)
     codes = np.round(exact)
     if np.max(np.abs(exact - codes), initial=0.0) > CODE_TOLERANCE or np.max(np.abs(codes), initial=0.0) > 127:
-        raise PassError("E320", "not-quantized", f"weights of '{node.name}' are not integer multiples of their step", fix="fake-quantize the weights before the QDQ pass")
+        raise PassError(
+            "E320",
+            "not-quantized",
+            f"weights of '{node.name}' are not integer multiples of their step",
+            fix="fake-quantize the weights before the QDQ pass",
+        )
     prefix = own_name(index, weight_name, node.name)
-    graph.initializer.extend([
-        numpy_helper.from_array(codes.astype(np.int8), f"{prefix}/q"),
-        numpy_helper.from_array(step, f"{prefix}/scale"),
-        numpy_helper.from_array(np.zeros(len(step), dtype=np.int8), f"{prefix}/zero_point"),
-    ])
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(codes.astype(np.int8), f"{prefix}/q"),
+            numpy_helper.from_array(step, f"{prefix}/scale"),
+            numpy_helper.from_array(np.zeros(len(step), dtype=np.int8), f"{prefix}/zero_point"),
+        ]
+    )
     dequantized = f"{prefix}/dequantized"
     node.input[1] = dequantized
-    return helper.make_node("DequantizeLinear", [f"{prefix}/q", f"{prefix}/scale", f"{prefix}/zero_point"], [dequantized], name=f"{node.name}/dequant", axis=0)
+    return helper.make_node(
+        "DequantizeLinear",
+        [f"{prefix}/q", f"{prefix}/scale", f"{prefix}/zero_point"],
+        [dequantized],
+        name=f"{node.name}/dequant",
+        axis=0,
+    )

@@ -15,8 +15,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from odimo.compiler.coupling import Coupling, View, view_positions
-from odimo.compiler.onnx_graph import GraphIndex, drop_unused_initializers
+from odimo.ir.coupling import Coupling, View, view_positions
+from odimo.ir.graph import GraphIndex, drop_unused_initializers
 from odimo.passes.base import PassResult, own_name, register_pass
 from odimo.passes.order_channels import ChannelOrder
 
@@ -48,7 +48,9 @@ def reorder_channels(model: onnx.ModelProto, coupling: Coupling, order: ChannelO
             values[target] = work.graph.initializer[-1]
         node.input[input_index] = target
     drop_unused_initializers(work.graph)
-    return PassResult(work, changed=True, report={"initializers_permuted": len(edits), "spaces_permuted": len(order.perms)})
+    return PassResult(
+        work, changed=True, report={"initializers_permuted": len(edits), "spaces_permuted": len(order.perms)}
+    )
 
 
 def _collect_edits(coupling: Coupling, order: ChannelOrder, biased: set[str]) -> Edits:

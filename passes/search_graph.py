@@ -9,32 +9,18 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from odimo.compiler.onnx_graph import drop_unused_initializers
+from odimo.ir.records import SearchNode
+from odimo.ir.graph import drop_unused_initializers
 from odimo.passes.base import PassResult, register_pass
 
 DOMAIN = "odimo.search"
 FUNCTION_IR = 8  # local functions need IR >= 8
 CONV_ATTRS = ("strides", "pads", "dilations")
-
-
-@dataclass(frozen=True)
-class SearchNode:
-    """The state of one searchable layer: which function, and its named tensors.
-
-    `tensors` holds, by function input name, the arrays the call reads (θ or α, per-CU weights and
-    biases, a temperature); `metadata` is written on the call node.
-    """
-
-    function: str
-    tensors: dict[str, np.ndarray]
-    metadata: dict[str, str]
-    attributes: dict[str, int] = field(default_factory=dict)
 
 
 @register_pass("search_graph")
@@ -48,11 +34,18 @@ def search_graph(model: onnx.ModelProto, layers: Mapping[str, SearchNode]) -> Pa
             nodes.append(node)
             continue
         names = [f"{node.name}/{key}" for key in state.tensors]
-        work.graph.initializer.extend(numpy_helper.from_array(np.ascontiguousarray(v, dtype=np.float32), n) for n, v in zip(names, state.tensors.values()))
-        call = helper.make_node(state.function, [node.input[0], *names], [node.output[0]], name=node.name, domain=DOMAIN)
+        work.graph.initializer.extend(
+            numpy_helper.from_array(np.ascontiguousarray(v, dtype=np.float32), n)
+            for n, v in zip(names, state.tensors.values())
+        )
+        call = helper.make_node(
+            state.function, [node.input[0], *names], [node.output[0]], name=node.name, domain=DOMAIN
+        )
         call.attribute.extend(a for a in node.attribute if a.name in CONV_ATTRS)
         call.attribute.extend(helper.make_attribute(k, v) for k, v in sorted(state.attributes.items()))
-        call.metadata_props.extend(onnx.StringStringEntryProto(key=k, value=v) for k, v in sorted(state.metadata.items()))
+        call.metadata_props.extend(
+            onnx.StringStringEntryProto(key=k, value=v) for k, v in sorted(state.metadata.items())
+        )
         nodes.append(call)
         used.add(state.function)
     del work.graph.node[:]
@@ -77,11 +70,17 @@ def _conv(inputs: list[str], output: str, name: str) -> onnx.NodeProto:
 
 
 def _const(name: str, value: np.ndarray) -> onnx.NodeProto:
-    return helper.make_node("Constant", [], [name], name=f"{name}_const", value=numpy_helper.from_array(np.asarray(value), name))
+    return helper.make_node(
+        "Constant", [], [name], name=f"{name}_const", value=numpy_helper.from_array(np.asarray(value), name)
+    )
 
 
-def _function(name: str, inputs: list[str], nodes: list[onnx.NodeProto], opset: int, attributes: tuple[str, ...] = ()) -> onnx.FunctionProto:
-    return helper.make_function(DOMAIN, name, inputs, ["Y"], nodes, [helper.make_operatorsetid("", opset)], attributes=list(attributes))
+def _function(
+    name: str, inputs: list[str], nodes: list[onnx.NodeProto], opset: int, attributes: tuple[str, ...] = ()
+) -> onnx.FunctionProto:
+    return helper.make_function(
+        DOMAIN, name, inputs, ["Y"], nodes, [helper.make_operatorsetid("", opset)], attributes=list(attributes)
+    )
 
 
 def _theta_share(nodes: list, rank_axes: list[int]) -> None:
@@ -130,7 +129,13 @@ def diana_mixed_conv(opset: int) -> onnx.FunctionProto:
     _theta_share(nodes, [1, 2, 3])
     _blend(nodes)
     nodes.append(_conv(["X", "W", "B"], "Y", "conv"))
-    return _function("DianaMixedConv", ["X", "theta", "T", "W_digital", "W_analog", "B_digital", "B_analog"], nodes, opset, CONV_ATTRS)
+    return _function(
+        "DianaMixedConv",
+        ["X", "theta", "T", "W_digital", "W_analog", "B_digital", "B_analog"],
+        nodes,
+        opset,
+        CONV_ATTRS,
+    )
 
 
 def diana_mixed_conv_contiguous(opset: int) -> onnx.FunctionProto:
@@ -138,7 +143,13 @@ def diana_mixed_conv_contiguous(opset: int) -> onnx.FunctionProto:
     _prefix_share(nodes, [1, 2, 3])
     _blend(nodes)
     nodes.append(_conv(["X", "W", "B"], "Y", "conv"))
-    return _function("DianaMixedConvContiguous", ["X", "alpha", "W_digital", "W_analog", "B_digital", "B_analog"], nodes, opset, CONV_ATTRS)
+    return _function(
+        "DianaMixedConvContiguous",
+        ["X", "alpha", "W_digital", "W_analog", "B_digital", "B_analog"],
+        nodes,
+        opset,
+        CONV_ATTRS,
+    )
 
 
 def diana_mixed_gemm(opset: int) -> onnx.FunctionProto:
@@ -146,7 +157,9 @@ def diana_mixed_gemm(opset: int) -> onnx.FunctionProto:
     _theta_share(nodes, [1])
     _blend(nodes)
     nodes.append(helper.make_node("Gemm", ["X", "W", "B"], ["Y"], transB=1))
-    return _function("DianaMixedGemm", ["X", "theta", "T", "W_digital", "W_analog", "B_digital", "B_analog"], nodes, opset)
+    return _function(
+        "DianaMixedGemm", ["X", "theta", "T", "W_digital", "W_analog", "B_digital", "B_analog"], nodes, opset
+    )
 
 
 def diana_mixed_gemm_contiguous(opset: int) -> onnx.FunctionProto:
@@ -154,7 +167,9 @@ def diana_mixed_gemm_contiguous(opset: int) -> onnx.FunctionProto:
     _prefix_share(nodes, [1])
     _blend(nodes)
     nodes.append(helper.make_node("Gemm", ["X", "W", "B"], ["Y"], transB=1))
-    return _function("DianaMixedGemmContiguous", ["X", "alpha", "W_digital", "W_analog", "B_digital", "B_analog"], nodes, opset)
+    return _function(
+        "DianaMixedGemmContiguous", ["X", "alpha", "W_digital", "W_analog", "B_digital", "B_analog"], nodes, opset
+    )
 
 
 def darkside_conv_or_dw(opset: int) -> onnx.FunctionProto:
@@ -176,7 +191,9 @@ def darkside_conv_or_dw(opset: int) -> onnx.FunctionProto:
         helper.make_node("Mul", ["rest_w", "y_dw"], ["yd"]),
         helper.make_node("Add", ["yc", "yd"], ["Y"]),
     ]
-    return _function("DarksideConvOrDw", ["X", "alpha", "W", "B", "W_dw", "B_dw"], nodes, opset, (*CONV_ATTRS, "channels"))
+    return _function(
+        "DarksideConvOrDw", ["X", "alpha", "W", "B", "W_dw", "B_dw"], nodes, opset, (*CONV_ATTRS, "channels")
+    )
 
 
 FUNCTIONS = {

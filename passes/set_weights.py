@@ -13,13 +13,18 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from odimo.compiler.errors import PassError
-from odimo.compiler.onnx_graph import GraphIndex
+from odimo.ir.errors import PassError
+from odimo.ir.graph import GraphIndex
 from odimo.passes.base import PassResult, register_pass
 
 
 @register_pass("set_weights")
-def set_weights(model: onnx.ModelProto, weights: Mapping[str, np.ndarray], biases: Mapping[str, np.ndarray] = {}, constants: Mapping[str, np.ndarray] = {}) -> PassResult:
+def set_weights(
+    model: onnx.ModelProto,
+    weights: Mapping[str, np.ndarray],
+    biases: Mapping[str, np.ndarray] = {},
+    constants: Mapping[str, np.ndarray] = {},
+) -> PassResult:
     """`weights[node]` replaces input 1 of that node, `biases[node]` input 2 (added if absent);
     `constants[initializer]` replaces other trained initializers (BN affine, PRelu) by name."""
     work = copy.deepcopy(model)
@@ -29,12 +34,27 @@ def set_weights(model: onnx.ModelProto, weights: Mapping[str, np.ndarray], biase
     for name, table, slot in [(n, weights, 1) for n in weights] + [(n, biases, 2) for n in biases]:
         node = nodes.get(name)
         if node is None:
-            raise PassError("E320", "unknown-layer", f"no node named '{name}' to write weights into", fix="pass names of Conv/Gemm nodes of this model")
+            raise PassError(
+                "E320",
+                "unknown-layer",
+                f"no node named '{name}' to write weights into",
+                fix="pass names of Conv/Gemm nodes of this model",
+            )
         array = np.ascontiguousarray(table[name], dtype=np.float32)
         current = node.input[slot] if slot < len(node.input) and node.input[slot] else None
         if current is not None and tuple(numpy_helper.to_array(values[current]).shape) != array.shape:
-            raise PassError("E320", "shape-mismatch", f"new {'weight' if slot == 1 else 'bias'} of '{name}' has shape {array.shape}, the graph's {tuple(numpy_helper.to_array(values[current]).shape)}", fix="write back weights of the same layer")
-        target = current if current is not None and len(index.consumers.get(current, [])) == 1 else f"{node.name}/{'weight' if slot == 1 else 'bias'}"
+            raise PassError(
+                "E320",
+                "shape-mismatch",
+                f"new {'weight' if slot == 1 else 'bias'} of '{name}' has shape {array.shape}, "
+                f"the graph's {tuple(numpy_helper.to_array(values[current]).shape)}",
+                fix="write back weights of the same layer",
+            )
+        target = (
+            current
+            if current is not None and len(index.consumers.get(current, [])) == 1
+            else f"{node.name}/{'weight' if slot == 1 else 'bias'}"
+        )
         tensor = numpy_helper.from_array(array, target)
         if target in values:
             values[target].CopyFrom(tensor)
@@ -46,6 +66,15 @@ def set_weights(model: onnx.ModelProto, weights: Mapping[str, np.ndarray], biase
         node.input[slot] = target
     for name, array in constants.items():
         if name not in values or tuple(numpy_helper.to_array(values[name]).shape) != np.shape(array):
-            raise PassError("E320", "unknown-initializer", f"no initializer '{name}' of shape {np.shape(array)} to overwrite", fix="write back constants of the same graph")
+            raise PassError(
+                "E320",
+                "unknown-initializer",
+                f"no initializer '{name}' of shape {np.shape(array)} to overwrite",
+                fix="write back constants of the same graph",
+            )
         values[name].CopyFrom(numpy_helper.from_array(np.asarray(array, dtype=np.float32), name))
-    return PassResult(work, changed=bool(weights or biases or constants), report={"weights_set": len(weights), "biases_set": len(biases), "constants_set": len(constants)})
+    return PassResult(
+        work,
+        changed=bool(weights or biases or constants),
+        report={"weights_set": len(weights), "biases_set": len(biases), "constants_set": len(constants)},
+    )

@@ -2,41 +2,35 @@
 
 Runs after `reorder_channels`, so each CU's channels are one stored range [start, end). Sub-layer
 `L/<cu>` reads the whole input with weight rows W[start:end] (initializers `W/<cu>`, `B/<cu>`;
-`W@L/<cu>` when another node shares W) and writes `Y/<cu>`; `L/concat` joins them in CU order into the original value `Y`, so consumers are
-untouched. A CU that runs a *substitute* (Darkside's DWE: a 3x3 depthwise conv with its own weights)
-reads only its channel range of the input, through `L/<cu>/slice`. Layers on one CU (fixed, host,
-or a searchable layer left whole) are renamed `L/<cu>`; when that CU runs a substitute, the layer is
-replaced by it. Declines (changed=False) when no layer is split, renamed or substituted.
+`W@L/<cu>` when another node shares W) and writes `Y/<cu>`; `L/concat` joins them in CU order into
+the original value `Y`, so consumers are untouched. A CU that runs a *substitute* (Darkside's DWE: a
+3x3 depthwise conv with its own weights) reads only its channel range of the input, through
+`L/<cu>/slice`. Layers on one CU (fixed, host, or a searchable layer left whole) are renamed
+`L/<cu>`; when that CU runs a substitute, the layer is replaced by it. Declines (changed=False) when
+no layer is split, renamed or substituted.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from odimo.compiler.onnx_graph import GraphIndex, drop_unused_initializers
-from odimo.compiler.plan import TargetPlan
+from odimo.ir.records import Substitute
+from odimo.ir.graph import GraphIndex, drop_unused_initializers
+from odimo.targets.plan import TargetPlan
 from odimo.passes.base import Assignment, PassResult, cu_ranges, own_name, register_pass
 
 HOST = "host"
 
 
-@dataclass(frozen=True)
-class Substitute:
-    """Per-channel depthwise weights (C, 1, kh, kw) and bias (C,) a CU runs instead of the layer."""
-
-    cu: str
-    weight: np.ndarray
-    bias: np.ndarray
-
-
 @register_pass("split_layers")
-def split_layers(model: onnx.ModelProto, plan: TargetPlan, assignment: Assignment, substitutes: Mapping[str, Substitute] = {}) -> PassResult:
+def split_layers(
+    model: onnx.ModelProto, plan: TargetPlan, assignment: Assignment, substitutes: Mapping[str, Substitute] = {}
+) -> PassResult:
     work = copy.deepcopy(model)
     index = GraphIndex.of(work.graph)
     layer_names = {p.name for p in plan.layers}
@@ -72,12 +66,18 @@ def _rows(index: GraphIndex, node: onnx.NodeProto) -> int:
     return int(index.array(node.input[1]).shape[0])
 
 
-def _split(node: onnx.NodeProto, index: GraphIndex, ranges: dict[str, tuple[int, int]], substitute: Substitute | None) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+def _split(
+    node: onnx.NodeProto, index: GraphIndex, ranges: dict[str, tuple[int, int]], substitute: Substitute | None
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     output = node.output[0]
     weight = index.array(node.input[1])
     weight_name = own_name(index, node.input[1], node.name)
-    bias_name = own_name(index, node.input[2], node.name) if len(node.input) > 2 and node.input[2] else f"{node.name}/bias"
-    bias = index.array(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(weight.shape[0], np.float32)
+    bias_name = (
+        own_name(index, node.input[2], node.name) if len(node.input) > 2 and node.input[2] else f"{node.name}/bias"
+    )
+    bias = (
+        index.array(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(weight.shape[0], np.float32)
+    )
     whole = len(ranges) == 1
     nodes, inits, parts = [], [], []
     for cu, (start, end) in ranges.items():
@@ -89,8 +89,13 @@ def _split(node: onnx.NodeProto, index: GraphIndex, ranges: dict[str, tuple[int,
             if (start, end) != (0, weight.shape[0]):
                 reads = f"{node.input[0]}/{node.name}/{cu}/slice"
                 nodes.append(_slice(node, cu, start, end, reads, inits))
-        inits += [numpy_helper.from_array(np.ascontiguousarray(w), f"{weight_name}/{cu}"), numpy_helper.from_array(np.ascontiguousarray(b), f"{bias_name}/{cu}")]
-        sub = helper.make_node(node.op_type, [reads, f"{weight_name}/{cu}", f"{bias_name}/{cu}"], [sub_out], name=f"{node.name}/{cu}")
+        inits += [
+            numpy_helper.from_array(np.ascontiguousarray(w), f"{weight_name}/{cu}"),
+            numpy_helper.from_array(np.ascontiguousarray(b), f"{bias_name}/{cu}"),
+        ]
+        sub = helper.make_node(
+            node.op_type, [reads, f"{weight_name}/{cu}", f"{bias_name}/{cu}"], [sub_out], name=f"{node.name}/{cu}"
+        )
         sub.attribute.extend(copy.deepcopy(node.attribute))
         if substitute is not None and cu == substitute.cu:
             _set_depthwise(sub, end - start, w.shape[2:])
@@ -101,15 +106,21 @@ def _split(node: onnx.NodeProto, index: GraphIndex, ranges: dict[str, tuple[int,
     return nodes, inits
 
 
-def _slice(node: onnx.NodeProto, cu: str, start: int, end: int, output: str, inits: list[onnx.TensorProto]) -> onnx.NodeProto:
+def _slice(
+    node: onnx.NodeProto, cu: str, start: int, end: int, output: str, inits: list[onnx.TensorProto]
+) -> onnx.NodeProto:
     prefix = f"{node.name}/{cu}/slice"
     for suffix, value in (("starts", start), ("ends", end), ("axes", 1)):
         inits.append(numpy_helper.from_array(np.array([value], dtype=np.int64), f"{prefix}/{suffix}"))
-    return helper.make_node("Slice", [node.input[0], f"{prefix}/starts", f"{prefix}/ends", f"{prefix}/axes"], [output], name=prefix)
+    return helper.make_node(
+        "Slice", [node.input[0], f"{prefix}/starts", f"{prefix}/ends", f"{prefix}/axes"], [output], name=prefix
+    )
 
 
 def _set_depthwise(node: onnx.NodeProto, channels: int, kernel: tuple[int, ...]) -> None:
     kept = [a for a in node.attribute if a.name not in ("group", "kernel_shape")]
     del node.attribute[:]
     node.attribute.extend(kept)
-    node.attribute.extend([helper.make_attribute("group", channels), helper.make_attribute("kernel_shape", list(kernel))])
+    node.attribute.extend(
+        [helper.make_attribute("group", channels), helper.make_attribute("kernel_shape", list(kernel))]
+    )

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from onnx import numpy_helper
 from torch import nn
 
-from odimo.compiler.coupling import index_tail
-from odimo.compiler.errors import UnsupportedOpError
-from odimo.compiler.onnx_graph import attr
+from odimo.ir.coupling import index_tail
+from odimo.ir.errors import UnsupportedOpError
+from odimo.ir.graph import attr
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,10 @@ class LayerModule(nn.Module):
         self.weight = nn.Parameter(torch.from_numpy(weight.copy()))
         # A node without a bias keeps a frozen zero one: the write-back (Supernet.float_layers) gives
         # a float layer a bias only where the node has one, so a trained bias would be lost.
-        self.bias = nn.Parameter(torch.from_numpy(bias.copy() if bias is not None else np.zeros(weight.shape[0], np.float32)), requires_grad=bias is not None)
+        self.bias = nn.Parameter(
+            torch.from_numpy(bias.copy() if bias is not None else np.zeros(weight.shape[0], np.float32)),
+            requires_grad=bias is not None,
+        )
         self.has_bias = bias is not None
         if node.op_type == "Conv":
             pads = list(node.attrs.get("pads", [0, 0, 0, 0]))
@@ -94,16 +97,27 @@ class OnnxModule(nn.Module):
         tail = index_tail(graph)
         self.logits_name = tail.logits if tail else self.output_name
         self.tail_nodes = tail.nodes if tail else frozenset()
-        self.specs = [NodeSpec(n.name, n.op_type, tuple(n.input), tuple(n.output), {a.name: attr(n, a.name) for a in n.attribute}) for n in graph.node]
+        self.specs = [
+            NodeSpec(n.name, n.op_type, tuple(n.input), tuple(n.output), {a.name: attr(n, a.name) for a in n.attribute})
+            for n in graph.node
+        ]
         self.layers = nn.ModuleDict()
         self.const_names: dict[str, str] = {}
         for spec in self.specs:
             if spec.op_type not in TORCH_OPS:
-                raise UnsupportedOpError("E110", "unsupported-op", f"the torch bridge has no implementation of {spec.op_type}", f"node '{spec.name}'", "report the op; odimo-compile --mapping <baseline> works without training")
+                raise UnsupportedOpError(
+                    "E110",
+                    "unsupported-op",
+                    f"the torch bridge has no implementation of {spec.op_type}",
+                    f"node '{spec.name}'",
+                    "report the op; odimo-compile --mapping <baseline> works without training",
+                )
             if spec.op_type in ("Conv", "Gemm") and spec.inputs[1] in initializers:
                 bias = initializers.get(spec.inputs[2]) if len(spec.inputs) > 2 and spec.inputs[2] else None
                 self.layers[module_key(spec.name)] = LayerModule(spec, initializers[spec.inputs[1]], bias)
-        layer_inputs = {s.inputs[k] for s in self.specs if module_key(s.name) in self.layers for k in (1, 2) if k < len(s.inputs)}
+        layer_inputs = {
+            s.inputs[k] for s in self.specs if module_key(s.name) in self.layers for k in (1, 2) if k < len(s.inputs)
+        }
         for k, (name, value) in enumerate(sorted(initializers.items())):
             if name in layer_inputs and not self._used_elsewhere(name):
                 continue
@@ -169,7 +183,9 @@ Op = Callable[[NodeSpec, list], torch.Tensor | list[torch.Tensor]]
 
 # The Cast targets the bridge computes; the importer allows the integer ones only after an ArgMax/ArgMin.
 CAST_DTYPES = {
-    onnx.TensorProto.FLOAT: torch.float32, onnx.TensorProto.INT32: torch.int32, onnx.TensorProto.INT64: torch.int64,
+    onnx.TensorProto.FLOAT: torch.float32,
+    onnx.TensorProto.INT32: torch.int32,
+    onnx.TensorProto.INT64: torch.int64,
 }
 SELU_ALPHA, SELU_GAMMA = 1.67326319217681884765625, 1.05070102214813232421875  # ONNX's float32 defaults
 PAD_MODES = {"reflect": "reflect", "edge": "replicate", "wrap": "circular"}  # ONNX mode -> F.pad mode

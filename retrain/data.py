@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from odimo.compiler.errors import DataError
+from odimo.ir.errors import DataError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_FILES = {
@@ -109,8 +109,7 @@ def read_idx(path: Path) -> np.ndarray:
     expected = int(np.prod(dims))
     if len(data) - header != expected:
         raise _error(
-            f"{path.name} holds {len(data) - header} bytes of data, its header {dims} needs "
-            f"{expected}",
+            f"{path.name} holds {len(data) - header} bytes of data, its header {dims} needs {expected}",
             str(path),
             fix,
         )
@@ -124,8 +123,7 @@ def _find_idx(folder: Path, stem: str) -> Path:
     raise _error(
         f"Fashion-MNIST file {stem}(.gz) not found",
         str(folder),
-        "point fashion-mnist:/path at a folder with the four IDX files, or install Debian's "
-        "fashion-mnist data package",
+        "point fashion-mnist:/path at a folder with the four IDX files, or install Debian's fashion-mnist data package",
     )
 
 
@@ -206,8 +204,7 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     labels = np.asarray(labels)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise _error(
-            f"CIFAR-10 batch {path.name} has data {data.dtype} {data.shape}, expected uint8 "
-            "(N, 3072)",
+            f"CIFAR-10 batch {path.name} has data {data.dtype} {data.shape}, expected uint8 (N, 3072)",
             str(path),
             fix,
         )
@@ -273,8 +270,7 @@ def load_npz(path: Path | str) -> Dataset:
         x_test, y_test = _npz_pair(arrays["x_test"], arrays["y_test"], "x_test", path)
         if x_test.shape[1:] != x_train.shape[1:]:
             raise _error(
-                f"{path.name}: x_test images {x_test.shape[1:]} differ from x images "
-                f"{x_train.shape[1:]}",
+                f"{path.name}: x_test images {x_test.shape[1:]} differ from x images {x_train.shape[1:]}",
                 str(path),
                 "store train and test images at the same (C, H, W)",
             )
@@ -392,9 +388,7 @@ def load_dataset(
 # ----------------------------------------------------------------------------------------- fitting
 
 
-def fit_to_model(
-    dataset: Dataset, input_shape: tuple[int, int, int], num_classes: int
-) -> Dataset:
+def fit_to_model(dataset: Dataset, input_shape: tuple[int, int, int], num_classes: int) -> Dataset:
     """The dataset adapted to a model taking (C, H, W) = `input_shape` with `num_classes` outputs.
 
     Adaptations, the only ones made:
@@ -425,8 +419,7 @@ def fit_to_model(
     top_label = int(max(dataset.y_train.max(initial=-1), dataset.y_test.max(initial=-1)))
     if top_label >= num_classes:
         raise _error(
-            f"data has label {top_label} ({dataset.num_classes} classes), the model has "
-            f"{num_classes} outputs",
+            f"data has label {top_label} ({dataset.num_classes} classes), the model has {num_classes} outputs",
             where,
             "use a model with at least as many outputs as the data has classes",
         )
@@ -461,9 +454,7 @@ def split_train_val(dataset: Dataset, val_fraction: float = 0.1, seed: int = 0) 
     n_val = min(max(1, int(round(n * val_fraction))), n - 1)
     order = np.random.default_rng(seed).permutation(n)
     val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
-    return TrainValSplit(
-        dataset.x_train[train], dataset.y_train[train], dataset.x_train[val], dataset.y_train[val]
-    )
+    return TrainValSplit(dataset.x_train[train], dataset.y_train[train], dataset.x_train[val], dataset.y_train[val])
 
 
 # ----------------------------------------------------------------------------------------- helpers

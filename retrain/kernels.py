@@ -30,7 +30,9 @@ def pact_forward(x: torch.Tensor, low: torch.Tensor, clip: torch.Tensor, scale: 
     return torch.floor(torch.clamp(x, low, clip) * scale + FLOOR_GUARD) / scale
 
 
-def pact_backward(grad: torch.Tensor, x: torch.Tensor, low: torch.Tensor, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def pact_backward(
+    grad: torch.Tensor, x: torch.Tensor, low: torch.Tensor, clip: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """PACT's gradients: g inside (low, clip) to x; Σ g at or below low and at or above clip to them."""
     above = x >= clip
     below = x <= low
@@ -57,9 +59,15 @@ class _FusedKernel:
             self.compiled = torch.compile(self.function, dynamic=True, fullgraph=True)
         try:
             return self.compiled(*args)
-        except Exception as error:  # noqa: BLE001 - any backend failure: no compiler, no Triton, an old GPU
+        except Exception as error:  # any backend failure: no compiler, no Triton, an old GPU
             self.failed = True
-            warnings.warn(f"odimo: torch.compile of {self.function.__name__} failed ({type(error).__name__}: {error}); running it eagerly (slower, same numbers). Set {COMPILE_ENV}=0 to skip compiling.", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"odimo: torch.compile of {self.function.__name__} failed ({type(error).__name__}: {error}); "
+                "running it eagerly (slower, same numbers). "
+                f"Set {COMPILE_ENV}=0 to skip compiling.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             return self.function(*args)
 
 
@@ -77,7 +85,9 @@ def fused_pact_forward(x: torch.Tensor, low: torch.Tensor, clip: torch.Tensor, s
     return _shaped_like(_flat_pact_forward(_flat(x), low, clip, scale), x)
 
 
-def fused_pact_backward(grad: torch.Tensor, x: torch.Tensor, low: torch.Tensor, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def fused_pact_backward(
+    grad: torch.Tensor, x: torch.Tensor, low: torch.Tensor, clip: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`pact_backward` in one pass; ∂/∂x has x's shape and memory format."""
     x = _dense(x)
     if grad.stride() != x.stride():

@@ -32,13 +32,25 @@ class _PactLayer(torch.autograd.Function):
         return grad_x, grad_low.reshape(low.shape), grad_clip.reshape(clip.shape), None, grad_weight, grad_bias, None
 
 
-def _layer_backward(layer: LayerModule, grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _layer_backward(
+    layer: LayerModule, grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(∂/∂x, ∂/∂W, ∂/∂b) of `layer.apply(x, W, b)` by the kernels autograd itself would call."""
     if layer.op_type == "Gemm":
         return grad @ weight, grad.t() @ x, grad.sum(0)
     padded = x if layer.symmetric else F.pad(x, layer.pre_pad)
     grad_x, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
-        grad, padded, weight, [weight.shape[0]], layer.stride, layer.padding, layer.dilation, False, [0, 0], layer.groups, [True, True, True]
+        grad,
+        padded,
+        weight,
+        [weight.shape[0]],
+        layer.stride,
+        layer.padding,
+        layer.dilation,
+        False,
+        [0, 0],
+        layer.groups,
+        [True, True, True],
     )
     if not layer.symmetric:
         left, _, top, _ = layer.pre_pad
@@ -46,6 +58,12 @@ def _layer_backward(layer: LayerModule, grad: torch.Tensor, x: torch.Tensor, wei
     return grad_x, grad_weight, grad_bias
 
 
-def pact_layer(x: torch.Tensor, bounds: tuple[torch.Tensor, torch.Tensor, torch.Tensor], weight: torch.Tensor, bias: torch.Tensor, layer: LayerModule) -> torch.Tensor:
+def pact_layer(
+    x: torch.Tensor,
+    bounds: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    layer: LayerModule,
+) -> torch.Tensor:
     """`layer.apply(pact(x), weight, bias)` with bounds = PactActivation.bounds()."""
     return _PactLayer.apply(x, *bounds, weight, bias, layer)

@@ -1,8 +1,10 @@
-"""The search stage: data in, a trained supernet out, and everything the emission needs from it.
+"""The search stage: data in, a trained supernet out, and the numbers the emission needs from it.
 
-Keeps the pipeline free of torch details: the result carries the discrete mapping, the user's graph
-with the trained (for DIANA fake-quantized) weights written back into the same nodes, the trained
-DWE substitutes, each row's quantization step, the activation quantizers, and the accuracies.
+Keeps the pipeline free of torch details and retrain free of graph work: the result carries the
+discrete mapping, the trained (for DIANA fake-quantized) weights and biases by node, the trained
+constants, the DWE substitutes, each row's quantization step, the activation quantizers and the
+accuracies; for the search graph, each searchable layer's state and the supernet's outputs on the
+probes it must reproduce. The driver writes them into graphs (compiler/trained_graphs.py).
 """
 
 from __future__ import annotations
@@ -17,15 +19,11 @@ import numpy as np
 import onnx
 import torch
 
-from odimo.compiler.errors import BUG_FIX, VerificationError
-from odimo.compiler.importer import ImportedModel
-from odimo.compiler.plan import TargetPlan
-from odimo.compiler.quantize import QuantizedLayers
-from odimo.compiler.verify import ABS_TOL, REL_TOL, DYNAMIC_BATCH_PROBE, logits_view, probe_inputs, run, session
-from odimo.passes.act_quant import ActQuant, insert_act_quant
-from odimo.passes.search_graph import search_graph
-from odimo.passes.set_weights import set_weights
-from odimo.passes.split_layers import Substitute
+from odimo.ir.records import ImportedModel
+from odimo.targets.plan import TargetPlan
+from odimo.targets.quantize import QuantizedLayers
+from odimo.ir.verify import DYNAMIC_BATCH_PROBE, probe_inputs
+from odimo.ir.records import ActQuant, SearchNode, Substitute
 from odimo.retrain.bridge import OnnxModule
 from odimo.retrain.data import Dataset, fit_to_model, load_dataset, split_train_val
 from odimo.retrain.search import DianaSearchLayer
@@ -51,9 +49,21 @@ class SearchSettings:
 
 
 @dataclass(frozen=True)
+class SearchGraphCheck:
+    """What the search graph must compute: the supernet's logits (eval mode, soft choices, no
+    activation quantizers) on seeded probe images."""
+
+    nodes: dict[str, SearchNode]
+    probes: np.ndarray
+    expected: np.ndarray
+
+
+@dataclass(frozen=True)
 class Trained:
     mapping: Mapping
-    model: onnx.ModelProto  # the canonical graph with trained weights written back
+    weights: dict[str, np.ndarray]  # by Conv/Gemm node, what the canonical graph's nodes get back
+    biases: dict[str, np.ndarray]
+    constants: dict[str, np.ndarray]  # other trained initializers (BN affine, PRelu slopes)
     substitutes: dict[str, Substitute]
     quantized: QuantizedLayers | None
     act_quant: dict[str, ActQuant]
@@ -61,16 +71,20 @@ class Trained:
     phase_seconds: dict[str, float]
     history: list[dict[str, Any]]
     test_data: tuple[np.ndarray, np.ndarray]
-    search_graph: onnx.ModelProto | None = None
+    search_graph: SearchGraphCheck | None = None
 
 
 def load_data(imported: ImportedModel, settings: SearchSettings) -> Dataset:
     """The dataset, fitted to the model's input and output (a clear E140 when it cannot be)."""
-    dataset = load_dataset(settings.data, input_shape=imported.input_shape, num_classes=imported.num_outputs, seed=settings.seed)
+    dataset = load_dataset(
+        settings.data, input_shape=imported.input_shape, num_classes=imported.num_outputs, seed=settings.seed
+    )
     return fit_to_model(dataset, imported.input_shape, imported.num_outputs)
 
 
-def search(imported: ImportedModel, plan: TargetPlan, settings: SearchSettings, fixed_mapping: Mapping | None = None) -> Trained:
+def search(
+    imported: ImportedModel, plan: TargetPlan, settings: SearchSettings, fixed_mapping: Mapping | None = None
+) -> Trained:
     """Train (search + final, or final only for a `fixed_mapping`) and collect the results."""
     torch.manual_seed(settings.seed)
     dataset = load_data(imported, settings)
@@ -79,19 +93,30 @@ def search(imported: ImportedModel, plan: TargetPlan, settings: SearchSettings, 
     float_accuracy = evaluate(OnnxModule(imported.model).to(device), dataset.x_test, dataset.y_test, 256, device)
     supernet = Supernet(imported.model, plan)
     config = TrainConfig(
-        epochs=settings.epochs, lam=settings.lam, objective=settings.objective, batch_size=settings.batch_size, seed=settings.seed,
-        device=settings.device, limit_batches=settings.limit_batches, checkpoint_dir=settings.checkpoint_dir, resume=settings.resume,
-        progress=settings.progress, fixed_mapping=fixed_mapping, ramp=plan.target.substitute_cu is not None,
+        epochs=settings.epochs,
+        lam=settings.lam,
+        objective=settings.objective,
+        batch_size=settings.batch_size,
+        seed=settings.seed,
+        device=settings.device,
+        limit_batches=settings.limit_batches,
+        checkpoint_dir=settings.checkpoint_dir,
+        resume=settings.resume,
+        progress=settings.progress,
+        fixed_mapping=fixed_mapping,
+        ramp=plan.target.substitute_cu is not None,
     )
     result = train(supernet, split, config)
     final_accuracy = evaluate(supernet, dataset.x_test, dataset.y_test, 256, device)
     supernet.to("cpu").to(memory_format=torch.contiguous_format)
-    model, substitutes, quantized = _write_back(imported.model, supernet, result.mapping)
+    weights, biases, substitutes, quantized = _trained_layers(supernet, result.mapping)
     act_quant = _act_quantizers(supernet, plan)
-    graph = _search_graph(model, supernet, act_quant, settings.seed) if settings.save_search_graph else None
+    check = _search_graph_check(imported.model, supernet, settings.seed) if settings.save_search_graph else None
     return Trained(
         mapping=result.mapping,
-        model=model,
+        weights=weights,
+        biases=biases,
+        constants=supernet.trained_constants(),
         substitutes=substitutes,
         quantized=quantized,
         act_quant=act_quant,
@@ -99,34 +124,32 @@ def search(imported: ImportedModel, plan: TargetPlan, settings: SearchSettings, 
         phase_seconds=result.phase_seconds,
         history=result.history,
         test_data=(dataset.x_test, dataset.y_test),
-        search_graph=graph,
+        search_graph=check,
     )
 
 
-def _write_back(model: onnx.ModelProto, supernet: Supernet, mapping: Mapping) -> tuple[onnx.ModelProto, dict[str, Substitute], QuantizedLayers | None]:
-    """The user's graph with trained numbers in the same nodes: float layers, and for DIANA the
-    fake-quantized weights and biases of every quantized layer (what the QDQ file will hold)."""
+def _trained_layers(
+    supernet: Supernet, mapping: Mapping
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Substitute], QuantizedLayers | None]:
+    """Trained numbers for the user's nodes: float layers, and for DIANA the fake-quantized weights
+    and biases of every quantized layer (what the QDQ file will hold)."""
     weights, biases, substitutes = supernet.float_layers()
     quantized = supernet.quantized_layers(mapping) if supernet.plan.target.substitute_cu is None else None
     if quantized is not None:
         weights, biases = weights | quantized.weights, biases | quantized.biases
-    return set_weights(model, weights, biases, supernet.trained_constants()).model, substitutes, quantized
+    return weights, biases, substitutes, quantized
 
 
-def _search_graph(model: onnx.ModelProto, supernet: Supernet, act_quant: dict[str, ActQuant], seed: int) -> onnx.ModelProto:
-    """The searched network as ONNX with one function call per searchable layer, checked against
-    the torch supernet in eval mode (both without activation quantizers, onnx-io.md §4)."""
-    graph = search_graph(model, supernet.search_nodes()).model
+def _search_graph_check(model: onnx.ModelProto, supernet: Supernet, seed: int) -> SearchGraphCheck:
+    """Each searchable layer's searched state, and the supernet's logits on the probes, in eval mode
+    and without activation quantizers (onnx-io.md §4), batch by batch as onnxruntime will run them."""
+    nodes = supernet.search_nodes()  # before eval(): the state as the search left it
     probes = probe_inputs(model, seed)
     batches = [probes[k : k + DYNAMIC_BATCH_PROBE] for k in range(0, len(probes), DYNAMIC_BATCH_PROBE)]
     with supernet.unfixed(), _act_quant_disabled(supernet), torch.no_grad():
         supernet.eval()
         expected = np.concatenate([supernet(torch.from_numpy(batch)).numpy() for batch in batches])
-    produced = run(session(logits_view(graph)), probes)[0]  # the supernet returns logits
-    bound = ABS_TOL + REL_TOL * float(np.abs(expected).max())
-    if float(np.abs(produced - expected).max()) > bound:
-        raise VerificationError("E900", "verification-failed", f"the search graph differs from the torch supernet by {float(np.abs(produced - expected).max()):.3g}", fix=BUG_FIX)
-    return insert_act_quant(graph, act_quant).model
+    return SearchGraphCheck(nodes, probes, expected)
 
 
 @contextlib.contextmanager
@@ -147,5 +170,7 @@ def _act_quantizers(supernet: Supernet, plan: TargetPlan) -> dict[str, ActQuant]
         module = supernet.net.layer(layer.name)
         if isinstance(module, DianaSearchLayer) and module.act.enabled:
             clip = module.act.effective_clip()
-            result[layer.name] = ActQuant(layer.layer.input, -clip if module.act.signed else 0.0, clip, float(module.act.scale()))
+            result[layer.name] = ActQuant(
+                layer.layer.input, -clip if module.act.signed else 0.0, clip, float(module.act.scale())
+            )
     return result

@@ -61,7 +61,9 @@ class DianaSearchLayer(nn.Module):
 
     cus = ("digital", "analog")
 
-    def __init__(self, layer: LayerModule, contiguous: bool, input_clip: float, signed_input: bool, searchable: bool = True) -> None:
+    def __init__(
+        self, layer: LayerModule, contiguous: bool, input_clip: float, signed_input: bool, searchable: bool = True
+    ) -> None:
         super().__init__()
         self.layer = layer
         self.contiguous = contiguous

@@ -16,12 +16,12 @@ import onnx
 import torch
 from torch import nn
 
-from odimo.compiler.onnx_graph import GraphIndex, attr
-from odimo.compiler.plan import LayerPlan, Policy, TargetPlan
-from odimo.compiler.quantize import QuantizedLayers
-from odimo.passes.split_layers import Substitute
+from odimo.ir.graph import GraphIndex, attr
+from odimo.targets.plan import LayerPlan, Policy, TargetPlan
+from odimo.targets.quantize import QuantizedLayers
+from odimo.ir.records import Substitute
 from odimo.retrain.bridge import OnnxModule, module_key
-from odimo.passes.search_graph import SearchNode
+from odimo.ir.records import SearchNode
 from odimo.retrain.quantizers import quantize_bias
 from odimo.retrain.search import DarksideSearchLayer, DianaSearchLayer
 from odimo.targets.base import Role
@@ -30,7 +30,23 @@ from odimo.targets.mapping import Mapping
 INPUT_CLIP = 1.0  # [0, 1] images at the network input (method.md §6)
 HIDDEN_CLIP = 6.0
 _NONNEGATIVE_OPS = {"Relu", "Sigmoid", "HardSigmoid", "Softmax", "Abs", "Exp", "Sqrt", "Softplus"}
-_PRESERVING_OPS = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape", "Concat", "Split", "Slice", "Resize", "Pad", "Add", "Mul", "Max", "Transpose"}
+_PRESERVING_OPS = {
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "Flatten",
+    "Reshape",
+    "Concat",
+    "Split",
+    "Slice",
+    "Resize",
+    "Pad",
+    "Add",
+    "Mul",
+    "Max",
+    "Transpose",
+}
 
 
 class Supernet(nn.Module):
@@ -68,7 +84,9 @@ class Supernet(nn.Module):
 
     def substitute_parameters(self) -> list[nn.Parameter]:
         """The weights the search adds (Darkside's depthwise substitutes): all the warm-up trains."""
-        return [p for m in self.net.layers.values() if isinstance(m, DarksideSearchLayer) for p in (m.dw_weight, m.dw_bias)]
+        return [
+            p for m in self.net.layers.values() if isinstance(m, DarksideSearchLayer) for p in (m.dw_weight, m.dw_bias)
+        ]
 
     def weight_parameters(self) -> list[nn.Parameter]:
         special = {id(p) for p in (*self.search_parameters(), *self.quantizer_parameters())}
@@ -91,7 +109,9 @@ class Supernet(nn.Module):
 
     # --- discretization ----------------------------------------------------------------------
     def mapping(self) -> Mapping:
-        return Mapping(self.plan.target.name, {name: self.search_module(name).assignment() for name in self.search_names})
+        return Mapping(
+            self.plan.target.name, {name: self.search_module(name).assignment() for name in self.search_names}
+        )
 
     def fix_mapping(self, mapping: Mapping) -> None:
         for name in self.search_names:
@@ -106,7 +126,11 @@ class Supernet(nn.Module):
     # --- what the emission writes back ---------------------------------------------------------
     def trained_constants(self) -> dict[str, np.ndarray]:
         """Initializers of non-layer nodes that trained (BN affine, PRelu slopes), by ONNX name."""
-        return {name: getattr(self.net, attr_name).detach().cpu().numpy() for name, attr_name in self.net.const_names.items() if isinstance(getattr(self.net, attr_name), nn.Parameter)}
+        return {
+            name: getattr(self.net, attr_name).detach().cpu().numpy()
+            for name, attr_name in self.net.const_names.items()
+            if isinstance(getattr(self.net, attr_name), nn.Parameter)
+        }
 
     def quantized_layers(self, mapping: Mapping) -> QuantizedLayers:
         """DIANA: the fake-quantized weights and biases at the final θ, with each row's step."""
@@ -119,7 +143,11 @@ class Supernet(nn.Module):
                         module.fix_assignment(mapping.layers[name])
                     w, b = module.effective_weights()
                     digital = module.digital_share().cpu().numpy() >= 0.5
-                    step = np.where(digital, float(module.q8.step()), module.qt.scales().cpu().numpy() if module.qt is not None else 0.0)
+                    step = np.where(
+                        digital,
+                        float(module.q8.step()),
+                        module.qt.scales().cpu().numpy() if module.qt is not None else 0.0,
+                    )
                     weights[name], biases[name], steps[name] = w.cpu().numpy(), b.cpu().numpy(), step.astype(np.float32)
         return QuantizedLayers(weights, steps, {}, {}, biases)
 
@@ -154,21 +182,29 @@ class Supernet(nn.Module):
                 if layer.has_bias or isinstance(module, DarksideSearchLayer):
                     biases[layer.node_name] = layer.bias.cpu().numpy()
                 if isinstance(module, DarksideSearchLayer):
-                    substitutes[layer.node_name] = Substitute("dwe", module.dw_weight.cpu().numpy(), module.dw_bias.cpu().numpy())
+                    substitutes[layer.node_name] = Substitute(
+                        "dwe", module.dw_weight.cpu().numpy(), module.dw_bias.cpu().numpy()
+                    )
         return weights, biases, substitutes
 
 
-def _search_module(layer_module: nn.Module, layer: LayerPlan, plan: TargetPlan, model: onnx.ModelProto, nonnegative: set[str]) -> nn.Module | None:
+def _search_module(
+    layer_module: nn.Module, layer: LayerPlan, plan: TargetPlan, model: onnx.ModelProto, nonnegative: set[str]
+) -> nn.Module | None:
     """The target's module for `layer`, or None to keep the plain float layer."""
     return SEARCH_MODULES[plan.target.name](layer_module, layer, model, nonnegative)
 
 
-def _darkside_module(layer_module: nn.Module, layer: LayerPlan, model: onnx.ModelProto, nonnegative: set[str]) -> nn.Module | None:
+def _darkside_module(
+    layer_module: nn.Module, layer: LayerPlan, model: onnx.ModelProto, nonnegative: set[str]
+) -> nn.Module | None:
     """Darkside trains float (method.md §2): only searchable layers get the conv-or-DW module."""
     return DarksideSearchLayer(layer_module) if layer.support.role is Role.SEARCHABLE else None
 
 
-def _diana_module(layer_module: nn.Module, layer: LayerPlan, model: onnx.ModelProto, nonnegative: set[str]) -> nn.Module | None:
+def _diana_module(
+    layer_module: nn.Module, layer: LayerPlan, model: onnx.ModelProto, nonnegative: set[str]
+) -> nn.Module | None:
     """Every costed layer is quantized; searchable ones also mix digital and analog per channel."""
     role = layer.support.role
     if role is Role.HOST:
@@ -192,13 +228,26 @@ def _search_node(module: nn.Module, layer: LayerPlan) -> SearchNode:
         "odimo.group": f"{layer.group.id}:{layer.policy.value}",
     }
     if isinstance(module, DarksideSearchLayer):
-        tensors = {"alpha": module.mask.alpha, "W": module.layer.weight, "B": module.layer.bias, "W_dw": module.dw_weight, "B_dw": module.dw_bias}
-        return SearchNode("DarksideConvOrDw", {k: v.cpu().numpy() for k, v in tensors.items()}, metadata, {"channels": int(module.layer.weight.shape[0])})
+        tensors = {
+            "alpha": module.mask.alpha,
+            "W": module.layer.weight,
+            "B": module.layer.bias,
+            "W_dw": module.dw_weight,
+            "B_dw": module.dw_bias,
+        }
+        return SearchNode(
+            "DarksideConvOrDw",
+            {k: v.cpu().numpy() for k, v in tensors.items()},
+            metadata,
+            {"channels": int(module.layer.weight.shape[0])},
+        )
     weight, bias = module.layer.weight, module.layer.bias
     clip = module.act.effective_clip()
     quantized = {
-        "W_digital": module.q8(weight), "W_analog": module.qt(weight),
-        "B_digital": quantize_bias(bias, module.q8.step() * clip / 127), "B_analog": quantize_bias(bias, module.qt.scales() * clip / 127),
+        "W_digital": module.q8(weight),
+        "W_analog": module.qt(weight),
+        "B_digital": quantize_bias(bias, module.q8.step() * clip / 127),
+        "B_analog": quantize_bias(bias, module.qt.scales() * clip / 127),
     }
     kind = "Conv" if module.layer.op_type == "Conv" else "Gemm"
     if module.contiguous:
@@ -222,7 +271,11 @@ def nonnegative_values(model: onnx.ModelProto) -> set[str]:
     known = {i.name for i in model.graph.input if i.name not in index.initializers}
     for node in model.graph.node:
         activations = [n for n in node.input if n and not index.is_constant(n)]
-        constants_ok = all(index.array(n).min() >= 0 for n in node.input if n and index.is_constant(n) and index.array(n).dtype.kind == "f")
+        constants_ok = all(
+            index.array(n).min() >= 0
+            for n in node.input
+            if n and index.is_constant(n) and index.array(n).dtype.kind == "f"
+        )
         if node.op_type in _NONNEGATIVE_OPS or (node.op_type == "Clip" and _clip_min(node, index) >= 0):
             known.update(node.output)
         elif node.op_type in _PRESERVING_OPS and activations and all(n in known for n in activations) and constants_ok:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from odimo.compiler.errors import TrainingError
+from odimo.ir.errors import TrainingError
 from odimo.retrain.augment import augment
 from odimo.retrain.data import TrainValSplit
 from odimo.retrain.supernet import Supernet
@@ -116,7 +116,9 @@ def _train(supernet: Supernet, data: TrainValSplit, config: TrainConfig) -> Trai
     return TrainResult(Mapping(supernet.plan.target.name, state.mapping), val, state.history, state.phase_seconds)
 
 
-def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 256, device: torch.device | str = "cpu") -> float:
+def evaluate(
+    model: torch.nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 256, device: torch.device | str = "cpu"
+) -> float:
     """Top-1 accuracy in eval mode."""
     if len(y) == 0:
         return float("nan")
@@ -132,7 +134,15 @@ def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, batch_size: i
 # --- one epoch -----------------------------------------------------------------------------------
 
 
-def _run_epoch(supernet: Supernet, data: TrainValSplit, config: TrainConfig, optimizer: Stepper, phase: str, state: TrainState, device: torch.device) -> dict[str, Any]:
+def _run_epoch(
+    supernet: Supernet,
+    data: TrainValSplit,
+    config: TrainConfig,
+    optimizer: Stepper,
+    phase: str,
+    state: TrainState,
+    device: torch.device,
+) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(config.seed * 100_003 + state.global_epoch)
     order = torch.randperm(len(data.y_train), generator=generator).numpy()
     batches = [order[k : k + config.batch_size] for k in range(0, len(order), config.batch_size)]
@@ -150,12 +160,22 @@ def _run_epoch(supernet: Supernet, data: TrainValSplit, config: TrainConfig, opt
             _draw_warmup_prefixes(supernet, generator)
         logits = supernet(xb)
         task = F.cross_entropy(logits, yb)
-        cost = supernet.cost(config.objective) if phase == "search" and supernet.search_names else torch.zeros((), device=device)
+        cost = (
+            supernet.cost(config.objective)
+            if phase == "search" and supernet.search_names
+            else torch.zeros((), device=device)
+        )
         loss = task + lam * cost
         if not torch.isfinite(loss):
             where = f"phase {phase}, epoch {state.phase_epoch[phase] + 1}, batch {k + 1}"
             kept = f"; the last good checkpoint is {config.checkpoint_dir / 'last.pt'}" if config.checkpoint_dir else ""
-            raise TrainingError("E330", "non-finite-loss", f"the training loss became {float(loss.detach())}{kept}", where, "lower --lambda or the learning rate, check the data for NaN, then rerun with --resume")
+            raise TrainingError(
+                "E330",
+                "non-finite-loss",
+                f"the training loss became {float(loss.detach())}{kept}",
+                where,
+                "lower --lambda or the learning rate, check the data for NaN, then rerun with --resume",
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -163,16 +183,30 @@ def _run_epoch(supernet: Supernet, data: TrainValSplit, config: TrainConfig, opt
         totals["correct"] += int((logits.argmax(1) == yb).sum())
         totals["seen"] += len(rows)
         totals["cost"] = float(cost.detach())
-        bar.set_postfix(loss=f"{totals['loss'] / totals['seen']:.3f}", acc=f"{totals['correct'] / totals['seen']:.3f}", cycles=f"{totals['cost']:,.0f}")
+        bar.set_postfix(
+            loss=f"{totals['loss'] / totals['seen']:.3f}",
+            acc=f"{totals['correct'] / totals['seen']:.3f}",
+            cycles=f"{totals['cost']:,.0f}",
+        )
     _clear_warmup_prefixes(supernet)
     val = evaluate(supernet, data.x_val, data.y_val, 256, device)
-    return {"phase": phase, "epoch": state.phase_epoch[phase] + 1, "loss": totals["loss"] / max(totals["seen"], 1), "train_acc": totals["correct"] / max(totals["seen"], 1), "val_acc": val, "lambda": lam, "cost": totals["cost"]}
+    return {
+        "phase": phase,
+        "epoch": state.phase_epoch[phase] + 1,
+        "loss": totals["loss"] / max(totals["seen"], 1),
+        "train_acc": totals["correct"] / max(totals["seen"], 1),
+        "val_acc": val,
+        "lambda": lam,
+        "cost": totals["cost"],
+    }
 
 
 def _after_epoch(supernet: Supernet, state: TrainState, phase: str, record: dict[str, Any]) -> None:
     state.phase_epoch[phase] += 1
     state.global_epoch += 1
-    record["mapping_split"] = {name: _split_summary(cus) for name, cus in supernet.mapping().layers.items()} if phase == "search" else None
+    record["mapping_split"] = (
+        {name: _split_summary(cus) for name, cus in supernet.mapping().layers.items()} if phase == "search" else None
+    )
     state.history.append(record)
     if phase == "search":
         if record["val_acc"] > state.best_val:
@@ -232,16 +266,24 @@ def _optimizers(supernet: Supernet, config: TrainConfig) -> dict[str, Stepper]:
         substitutes = supernet.substitute_parameters()
         new = {id(p) for p in substitutes}
         imported = [p for p in weights if id(p) not in new]
-        weight_groups = [{"params": imported, "lr": DARKSIDE_WEIGHT_LR, "weight_decay": 1e-4}, {"params": substitutes, "weight_decay": 1e-4}]
+        weight_groups = [
+            {"params": imported, "lr": DARKSIDE_WEIGHT_LR, "weight_decay": 1e-4},
+            {"params": substitutes, "weight_decay": 1e-4},
+        ]
         return {
             "warmup": torch.optim.Adam([{"params": substitutes, "weight_decay": 1e-4}], lr=5e-3),
             "search": torch.optim.Adam([*_fresh(weight_groups), {"params": search, "weight_decay": 0.0}], lr=1e-3),
             "final": torch.optim.Adam(weight_groups, lr=1e-3),
         }
-    groups = [{"params": weights, "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4}, {"params": quant, "lr": 1e-5, "momentum": 0.0, "weight_decay": 0.0}]
+    groups = [
+        {"params": weights, "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4},
+        {"params": quant, "lr": 1e-5, "momentum": 0.0, "weight_decay": 0.0},
+    ]
     return {
         "warmup": torch.optim.SGD(_fresh(groups), lr=1e-3),
-        "search": _Joint(torch.optim.SGD(_fresh(groups), lr=1e-3), *([torch.optim.Adam(search, lr=1e-3)] if search else [])),
+        "search": _Joint(
+            torch.optim.SGD(_fresh(groups), lr=1e-3), *([torch.optim.Adam(search, lr=1e-3)] if search else [])
+        ),
         "final": torch.optim.SGD([{**groups[0], "lr": 1e-4}, groups[1]], lr=1e-4),
     }
 
@@ -296,7 +338,13 @@ class _Joint:
 
 def _save_checkpoint(path: Path, supernet: Supernet, optimizers: dict[str, Stepper], state: TrainState) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"model": supernet.state_dict(), "optimizers": {k: o.state_dict() for k, o in optimizers.items()}, "state": state.__dict__, "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state()}
+    payload = {
+        "model": supernet.state_dict(),
+        "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+        "state": state.__dict__,
+        "torch_rng": torch.get_rng_state(),
+        "numpy_rng": np.random.get_state(),
+    }
     staging = path.with_suffix(".tmp")
     torch.save(payload, staging)
     os.replace(staging, path)
@@ -305,8 +353,14 @@ def _save_checkpoint(path: Path, supernet: Supernet, optimizers: dict[str, Stepp
 def _load_checkpoint(path: Path, supernet: Supernet, optimizers: dict[str, Stepper]) -> TrainState:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint gets one message
-        raise TrainingError("E330", "bad-checkpoint", f"cannot resume: the checkpoint cannot be read ({exc})", str(path), "delete the checkpoint folder to start over") from None
+    except Exception as exc:  # any unreadable checkpoint gets one message
+        raise TrainingError(
+            "E330",
+            "bad-checkpoint",
+            f"cannot resume: the checkpoint cannot be read ({exc})",
+            str(path),
+            "delete the checkpoint folder to start over",
+        ) from None
     mapping = payload["state"]["mapping"]
     if mapping is not None:
         # A checkpoint of the final phase holds the one-hot `fixed` buffers: give them their shape.

@@ -39,8 +39,14 @@ if TYPE_CHECKING:
 
 CHROMIUM = "chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 # Netron draws the graph after the model is parsed; a tiny model takes ~1 s, a ResNet-20 a few.
@@ -67,7 +73,7 @@ def netron_build_date() -> dt.datetime:
     index = Path(netron.__file__).with_name("index.html").read_text(encoding="utf-8")
     found = re.search(r'<meta name="date" content="([^"]+)"', index)
     if found is None:
-        raise RuntimeError(f"no <meta name=\"date\"> in {Path(netron.__file__).with_name('index.html')}")
+        raise RuntimeError(f'no <meta name="date"> in {Path(netron.__file__).with_name("index.html")}')
     return dt.datetime.fromisoformat(found.group(1).replace(" ", "T")).replace(tzinfo=dt.timezone.utc)
 
 
@@ -94,7 +100,9 @@ def netron_page(model: Path, width: int = 1400, height: int = 900, scale: float 
             browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
             try:
                 context = browser.new_context(
-                    viewport={"width": width, "height": height}, device_scale_factor=scale, color_scheme="light",
+                    viewport={"width": width, "height": height},
+                    device_scale_factor=scale,
+                    color_scheme="light",
                 )
                 context.add_cookies([{"name": "consent", "value": "1", "domain": address[0], "path": "/"}])
                 context.route("**/*", _loopback_only)

@@ -55,16 +55,47 @@ class Sweep:
 
     def batches_per_point(self) -> float:
         """Epochs of work per sweep, in units of one epoch of one point."""
-        return len(self.lambdas) * sum(self.epochs[1:]) + self.epochs[0] * len(self.lambdas) + len(self.baselines) * self.epochs[2]
+        return (
+            len(self.lambdas) * sum(self.epochs[1:])
+            + self.epochs[0] * len(self.lambdas)
+            + len(self.baselines) * self.epochs[2]
+        )
 
     def points(self) -> int:
         return len(self.lambdas) + len(self.baselines)
 
 
 SWEEPS = (
-    Sweep("diana-latency", "bundled", "diana", (1e-7, 5e-7, 2e-6, 5e-6), ("all-8bit", "all-ternary", "io-8bit", "min-cost"), "latency", (0, 1, 1), 0.35),
-    Sweep("diana-energy", "bundled", "diana", (4e-9, 2e-8, 8e-8, 2e-7), ("all-8bit", "min-cost-energy"), "energy", (0, 1, 1), 0.35),
-    Sweep("darkside", "darkside_seed", "darkside", (1e-8, 5e-8, 2e-7, 1e-6), ("all-conv", "all-dw"), "latency", (1, 1, 1), 0.7),
+    Sweep(
+        "diana-latency",
+        "bundled",
+        "diana",
+        (1e-7, 5e-7, 2e-6, 5e-6),
+        ("all-8bit", "all-ternary", "io-8bit", "min-cost"),
+        "latency",
+        (0, 1, 1),
+        0.35,
+    ),
+    Sweep(
+        "diana-energy",
+        "bundled",
+        "diana",
+        (4e-9, 2e-8, 8e-8, 2e-7),
+        ("all-8bit", "min-cost-energy"),
+        "energy",
+        (0, 1, 1),
+        0.35,
+    ),
+    Sweep(
+        "darkside",
+        "darkside_seed",
+        "darkside",
+        (1e-8, 5e-8, 2e-7, 1e-6),
+        ("all-conv", "all-dw"),
+        "latency",
+        (1, 1, 1),
+        0.7,
+    ),
 )
 SEEDS = ("darkside_seed", "mobilenetv1_100")
 DWS = "dws-mobilenetv1"
@@ -89,15 +120,33 @@ def train_seeds(work: Path, epochs: int) -> None:
         path = seed_model(work, name)
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            _run([sys.executable, "-m", "odimo.models.train_default", "--arch", name, "--epochs", str(epochs), "-o", str(path)], path.with_suffix(".log"))
+            _run(
+                [
+                    sys.executable,
+                    "-m",
+                    "odimo.models.train_default",
+                    "--arch",
+                    name,
+                    "--epochs",
+                    str(epochs),
+                    "-o",
+                    str(path),
+                ],
+                path.with_suffix(".log"),
+            )
 
 
 def run_sweeps(work: Path, batches: int) -> None:
     for sweep in SWEEPS:
         command = [
-            str(Path(sys.executable).with_name("odimo-sweep")), str(seed_model(work, sweep.model)), "--target", sweep.target,
-            "--lambdas", ",".join(f"{lam:g}" for lam in sweep.lambdas), "--baselines", ",".join(sweep.baselines),
-            "--objective", sweep.objective, "--epochs", ",".join(map(str, sweep.epochs)), "--limit-batches", str(batches), "-o", str(work / sweep.name),
+            str(Path(sys.executable).with_name("odimo-sweep")), str(seed_model(work, sweep.model)),
+            "--target", sweep.target,
+            "--lambdas", ",".join(f"{lam:g}" for lam in sweep.lambdas),
+            "--baselines", ",".join(sweep.baselines),
+            "--objective", sweep.objective,
+            "--epochs", ",".join(map(str, sweep.epochs)),
+            "--limit-batches", str(batches),
+            "-o", str(work / sweep.name),
         ]  # fmt: skip
         _run(command, work / f"{sweep.name}.log", check=False)  # a failed point is reported in pareto.json
 
@@ -108,7 +157,7 @@ def run_dws(work: Path) -> None:
     onnxruntime and, as cost, the seed's "DWS" baseline, which costs exactly that network."""
     import onnx
 
-    from odimo.compiler.verify import onnx_accuracy
+    from odimo.ir.verify import onnx_accuracy
     from odimo.retrain.data import fit_to_model, load_dataset
 
     path = work / DWS / "report.json"
@@ -119,13 +168,22 @@ def run_dws(work: Path) -> None:
     seed_report = json.loads((work / "darkside" / "baseline-all-conv" / "model.report.json").read_text())
     cost = next(b for b in seed_report["baselines"] if b["name"] == "DWS")
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"schema": "odimo.dws/1", "network": "mobilenetv1_100", "accuracy_onnx": accuracy, "cycles": cost["cycles"], "energy_uj": cost["energy_uj"]}
+    record = {
+        "schema": "odimo.dws/1",
+        "network": "mobilenetv1_100",
+        "accuracy_onnx": accuracy,
+        "cycles": cost["cycles"],
+        "energy_uj": cost["energy_uj"],
+    }
     path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
 def run_overhead(work: Path) -> None:
     if not (work / "overhead.json").exists():
-        _run([sys.executable, str(ROOT / "bench" / "search_overhead.py"), "--json", str(work / "overhead.json")], work / "overhead.log")
+        _run(
+            [sys.executable, str(ROOT / "bench" / "search_overhead.py"), "--json", str(work / "overhead.json")],
+            work / "overhead.log",
+        )
 
 
 def run_zigzag() -> None:
@@ -135,7 +193,10 @@ def run_zigzag() -> None:
     except ImportError:
         print("reproduce: zigzag-dse is not installed; keeping reports/zigzag.json", flush=True)
         return
-    _run([sys.executable, str(ROOT / "bench" / "zigzag_crosscheck.py"), "--json", str(OUT / "reports" / "zigzag.json")], ROOT / "build" / "zigzag.log")
+    _run(
+        [sys.executable, str(ROOT / "bench" / "zigzag_crosscheck.py"), "--json", str(OUT / "reports" / "zigzag.json")],
+        ROOT / "build" / "zigzag.log",
+    )
 
 
 def _run(command: list[str], log: Path, check: bool = True) -> None:
@@ -182,8 +243,13 @@ def load_sweep(out: Path, name: str) -> dict[str, Any]:
 def pick_points(sweep: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The paper's Table IV selection among the searched points on the front: Accurate (highest
     accuracy) and Fast (fewest cycles)."""
-    searched = [p for p in sweep["points"] if p["kind"] == "search" and p["pareto"]] or [p for p in sweep["points"] if p["kind"] == "search"]
-    return {"accurate": max(searched, key=lambda p: (p["accuracy"], -p["cycles"])), "fast": min(searched, key=lambda p: (p["cycles"], -p["accuracy"]))}
+    searched = [p for p in sweep["points"] if p["kind"] == "search" and p["pareto"]] or [
+        p for p in sweep["points"] if p["kind"] == "search"
+    ]
+    return {
+        "accurate": max(searched, key=lambda p: (p["accuracy"], -p["cycles"])),
+        "fast": min(searched, key=lambda p: (p["cycles"], -p["accuracy"])),
+    }
 
 
 def baseline(sweep: dict[str, Any], name: str) -> dict[str, Any]:
@@ -226,25 +292,43 @@ def render_settings(out: Path) -> str:
 def render_table_ii(out: Path) -> str:
     overhead = json.loads((out / "reports" / "overhead.json").read_text())
     lines = [
-        "| model / target | reference | time ratio | peak RSS ratio | footprint ratio | paper time (CIFAR-10) | paper memory |",
+        (
+            "| model / target | reference | time ratio | peak RSS ratio | footprint ratio | "
+            "paper time (CIFAR-10) | paper memory |"
+        ),
         "|---|---|---|---|---|---|---|",
     ]
     for case in overhead["cases"]:
         paper = PAPER_TABLE_II[case["target"]] if case["reference"] != "float" else None
         paper_cells = f"{paper[0]:.2f}x | {paper[1]:.2f}x" if paper else "- | -"
-        lines.append(f"| {case['model']} / {case['target']} | {case['reference']} | {case['time_ratio']:.2f}x | {case['peak_rss_ratio']:.2f}x | {case['footprint_ratio']:.2f}x | {paper_cells} |")
+        lines.append(
+            f"| {case['model']} / {case['target']} | {case['reference']} | {case['time_ratio']:.2f}x | "
+            f"{case['peak_rss_ratio']:.2f}x | {case['footprint_ratio']:.2f}x | {paper_cells} |"
+        )
     settings = overhead["settings"]
     lines.append("")
-    lines.append(f"{settings['batches']} batches of {settings['batch_size']} images per epoch, {settings['threads']} torch thread(s), from `reports/overhead.json`.")
+    lines.append(
+        f"{settings['batches']} batches of {settings['batch_size']} images per epoch, "
+        f"{settings['threads']} torch thread(s), "
+        "from `reports/overhead.json`."
+    )
     return "\n".join(lines)
 
 
 def render_table_iv(out: Path) -> str:
     sweep = load_sweep(out, "diana-latency")
     picked = pick_points(sweep)
-    rows = {"All-8bit": baseline(sweep, "all-8bit"), "ODiMO Accurate": picked["accurate"], "ODiMO Fast": picked["fast"], "Min-Cost": baseline(sweep, "min-cost")}
+    rows = {
+        "All-8bit": baseline(sweep, "all-8bit"),
+        "ODiMO Accurate": picked["accurate"],
+        "ODiMO Fast": picked["fast"],
+        "Min-Cost": baseline(sweep, "min-cost"),
+    }
     lines = [
-        "| mapping | point | acc. % (ORT) | lat. ms | E. µJ | D./A. util. % | A. ch. % | paper acc. | paper lat. ms | paper E. µJ | paper util. % | paper A. ch. % |",
+        (
+            "| mapping | point | acc. % (ORT) | lat. ms | E. µJ | D./A. util. % | A. ch. % | "
+            "paper acc. | paper lat. ms | paper E. µJ | paper util. % | paper A. ch. % |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, point in rows.items():
@@ -252,8 +336,10 @@ def render_table_iv(out: Path) -> str:
         use = utilization(report, ("digital", "analog"))
         paper = PAPER_TABLE_IV[label]
         lines.append(
-            f"| {label} | {point['name']} | {_pct(point['accuracy_onnx'])} | {report['totals']['all']['latency_ms']:.3f} | {point['energy_uj']:.2f} | "
-            f"{100 * use['digital']:.1f} / {100 * use['analog']:.1f} | {100 * use['channels']:.1f} | {paper[0]:.2f} | {paper[1]:.2f} | {paper[2]:.2f} | {paper[3]} | {paper[4]:.1f} |"
+            f"| {label} | {point['name']} | {_pct(point['accuracy_onnx'])} | "
+            f"{report['totals']['all']['latency_ms']:.3f} | {point['energy_uj']:.2f} | "
+            f"{100 * use['digital']:.1f} / {100 * use['analog']:.1f} | {100 * use['channels']:.1f} | "
+            f"{paper[0]:.2f} | {paper[1]:.2f} | {paper[2]:.2f} | {paper[3]} | {paper[4]:.1f} |"
         )
     return "\n".join(lines)
 
@@ -263,11 +349,17 @@ def render_sweep(out: Path, name: str, reference: str) -> str:
     sweep = load_sweep(out, name)
     base = baseline(sweep, reference) if any(p["name"] == f"baseline-{reference}" for p in sweep["points"]) else None
     metric = "cycles" if sweep["objective"] == "latency" else "energy_uj"
-    lines = [f"| point | λ | acc. % (torch) | acc. % (ORT) | cycles | E. µJ | {reference} / point ({metric}) | front |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"| point | λ | acc. % (torch) | acc. % (ORT) | cycles | E. µJ | {reference} / point ({metric}) | front |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for point in sorted(sweep["points"], key=lambda p: p["cycles"]):
         ratio = f"{base[metric] / point[metric]:.2f}x" if base else "-"
         lam = f"{point['lambda']:g}" if point["lambda"] is not None else ""
-        lines.append(f"| {point['name']} | {lam} | {_pct(point['accuracy'])} | {_pct(point['accuracy_onnx'])} | {point['cycles']:,.0f} | {point['energy_uj']:.2f} | {ratio} | {'★' if point['pareto'] else ''} |")
+        lines.append(
+            f"| {point['name']} | {lam} | {_pct(point['accuracy'])} | {_pct(point['accuracy_onnx'])} | "
+            f"{point['cycles']:,.0f} | {point['energy_uj']:.2f} | {ratio} | {'★' if point['pareto'] else ''} |"
+        )
     failed = sweep.get("failed") or []
     if failed:
         lines.append("")
@@ -285,7 +377,10 @@ def render_darkside(out: Path) -> str:
     entries = [(p["name"], p["lambda"], p["accuracy_onnx"], p["cycles"]) for p in sweep["points"]]
     entries.append(("DWS (MobileNetV1, not fine-tuned)", None, dws["accuracy_onnx"], dws_cycles))
     for name, lam, accuracy, cycles in sorted(entries, key=lambda e: e[3]):
-        lines.append(f"| {name} | {'' if lam is None else f'{lam:g}'} | {_pct(accuracy)} | {cycles:,.0f} | {conv['cycles'] / cycles:.2f}x | {dws_cycles / cycles:.2f}x |")
+        lines.append(
+            f"| {name} | {'' if lam is None else f'{lam:g}'} | {_pct(accuracy)} | "
+            f"{cycles:,.0f} | {conv['cycles'] / cycles:.2f}x | {dws_cycles / cycles:.2f}x |"
+        )
     return "\n".join(lines)
 
 
@@ -295,7 +390,11 @@ def render_table_iii(out: Path) -> str:
     lines = [
         "| model pair | layers | MAPE | Pearson | Spearman | paper (DIANA digital, model vs chip) |",
         "|---|---|---|---|---|---|",
-        f"| odimo vs ZigZag {check['zigzag_version']} | {len(check['layers'])} | {100 * check['mape']:.1f} % | {100 * check['pearson']:.1f} % | {100 * check['spearman']:.1f} % | 42 % / 88 % / 95 % |",
+        (
+            f"| odimo vs ZigZag {check['zigzag_version']} | {len(check['layers'])} | "
+            f"{100 * check['mape']:.1f} % | {100 * check['pearson']:.1f} % | "
+            f"{100 * check['spearman']:.1f} % | 42 % / 88 % / 95 % |"
+        ),
     ]
     return "\n".join(lines)
 
@@ -323,11 +422,22 @@ def rewrite(document: str, out: Path = OUT) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=60.0, help="budget for the sweeps (default 60): sets their --limit-batches")
+    parser.add_argument(
+        "--minutes", type=float, default=60.0, help="budget for the sweeps (default 60): sets their --limit-batches"
+    )
     parser.add_argument("--limit-batches", type=int, help="batches per epoch, instead of deriving them from --minutes")
-    parser.add_argument("--seed-epochs", type=int, default=6, help="epochs of the Darkside seed and MobileNetV1 training (once; default 6)")
-    parser.add_argument("--work", type=Path, default=ROOT / "build" / "reproduction", help="where the runs go (resumable)")
-    parser.add_argument("--render-only", action="store_true", help="only rewrite REPRODUCTION.md from docs/reproduction/reports")
+    parser.add_argument(
+        "--seed-epochs",
+        type=int,
+        default=6,
+        help="epochs of the Darkside seed and MobileNetV1 training (once; default 6)",
+    )
+    parser.add_argument(
+        "--work", type=Path, default=ROOT / "build" / "reproduction", help="where the runs go (resumable)"
+    )
+    parser.add_argument(
+        "--render-only", action="store_true", help="only rewrite REPRODUCTION.md from docs/reproduction/reports"
+    )
     args = parser.parse_args(argv)
     if not args.render_only:
         batches = args.limit_batches or limit_batches(args.minutes)
@@ -337,7 +447,12 @@ def main(argv: list[str] | None = None) -> int:
         run_dws(args.work)
         run_overhead(args.work)
         run_zigzag()
-        settings = {"budget_minutes": None if args.limit_batches else args.minutes, "limit_batches": batches, "seed_epochs": args.seed_epochs, "batch_size": 128}
+        settings = {
+            "budget_minutes": None if args.limit_batches else args.minutes,
+            "limit_batches": batches,
+            "seed_epochs": args.seed_epochs,
+            "batch_size": 128,
+        }
         collect(args.work, settings)
     DOCUMENT.write_text(rewrite(DOCUMENT.read_text()))
     print(f"reproduce: wrote {DOCUMENT.relative_to(ROOT)}")

@@ -4,7 +4,7 @@ Each target module defines one `Target` subclass and registers an instance; impo
 modules below fills `TARGETS`. A new SoC is one new module plus its name in that import.
 """
 
-from odimo.compiler.errors import TargetError
+from odimo.ir.errors import TargetError
 from odimo.targets import darkside, diana  # noqa: F401  (each registers its target)
 from odimo.targets.base import CU, TARGETS, LayerSupport, Role, Target, smooth_max
 

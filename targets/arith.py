@@ -70,9 +70,7 @@ class TorchArith:
         ramp = ((x > 0) & (x < 1)).to(x.dtype)
         return _straight_through((x >= 1).to(x.dtype), x * ramp)
 
-    def first_fit(
-        self, x: torch.Tensor, options: Sequence[tuple[float, float]], default: float
-    ) -> torch.Tensor:
+    def first_fit(self, x: torch.Tensor, options: Sequence[tuple[float, float]], default: float) -> torch.Tensor:
         # R4, corrected: a piecewise-constant choice has zero gradient.
         x = x.detach()
         out = torch.full_like(x, default)

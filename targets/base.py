@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from odimo.compiler.errors import TargetError
-from odimo.compiler.geometry import LayerGeometry
+from odimo.ir.errors import TargetError
+from odimo.ir.geometry import LayerGeometry
 from odimo.targets.arith import EXACT, TORCH, Arith, Number
 from odimo.targets.quantization import WeightFormat
 
@@ -155,7 +155,10 @@ class Target(abc.ABC):
     def _stacked_cycles(self, layer: LayerGeometry, counts: Mapping[str, torch.Tensor]) -> torch.Tensor:
         if not counts:
             raise TargetError(
-                "E150", "bad-target", "no channel counts given", where=f"layer '{layer.name}'",
+                "E150",
+                "bad-target",
+                "no channel counts given",
+                where=f"layer '{layer.name}'",
                 fix=f"pass a count for at least one of {', '.join(self.cus)}",
             )
         cycles = [self.latency_torch(layer, cu, c) for cu, c in counts.items()]

@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from odimo.compiler.errors import TargetError
-from odimo.compiler.geometry import LayerGeometry
+from odimo.ir.errors import TargetError
+from odimo.ir.geometry import LayerGeometry
 from odimo.targets.base import Role, Target
 from odimo.targets.costing import CostTable, cost_table
 from odimo.targets.mapping import Mapping
@@ -153,7 +153,12 @@ def fixed_mapping(layers: Sequence[LayerGeometry], target: Target) -> Mapping:
     """Every costed layer on its only CU: the whole mapping of a model no layer of which can be split."""
 
     def refuse(layer: LayerGeometry) -> Split:
-        raise TargetError("E150", "bad-target", f"layer '{layer.name}' can be split on {target.name}, so the model has no fixed mapping", fix="search a mapping or give one")
+        raise TargetError(
+            "E150",
+            "bad-target",
+            f"layer '{layer.name}' can be split on {target.name}, so the model has no fixed mapping",
+            fix="search a mapping or give one",
+        )
 
     return _assemble("fixed", layers, target, refuse).mapping
 
@@ -179,11 +184,7 @@ def build_baseline(name: str, layers: Sequence[LayerGeometry], target: Target) -
 
 def build_baselines(layers: Sequence[LayerGeometry], target: Target) -> tuple[Baseline, ...]:
     """Every mapping baseline of `target`."""
-    return tuple(
-        recipe.build(layers, target)
-        for recipe in target.baselines
-        if isinstance(recipe, MappingRecipe)
-    )
+    return tuple(recipe.build(layers, target) for recipe in target.baselines if isinstance(recipe, MappingRecipe))
 
 
 def baseline_costs(layers: Sequence[LayerGeometry], target: Target) -> tuple[BaselineCost, ...]:

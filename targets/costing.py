@@ -9,7 +9,7 @@ from __future__ import annotations
 import collections.abc as cabc
 from dataclasses import dataclass
 
-from odimo.compiler.geometry import LayerGeometry
+from odimo.ir.geometry import LayerGeometry
 from odimo.targets.base import Role, Target
 from odimo.targets.mapping import Mapping, validate_mapping
 
@@ -46,9 +46,7 @@ class CostTable:
         return next(row for row in self.layers if row.name == name)
 
 
-def layer_cost(
-    target: Target, layer: LayerGeometry, split: cabc.Mapping[str, int], role: Role
-) -> LayerCost:
+def layer_cost(target: Target, layer: LayerGeometry, split: cabc.Mapping[str, int], role: Role) -> LayerCost:
     """Cost `layer` with `split` (CU -> channels); a host layer gets an empty split, 0 cycles."""
     cycles = target.cu_cycles(layer, split)
     energy = target.energy(cycles)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from odimo.compiler.geometry import LayerGeometry, LayerKind
+from odimo.ir.geometry import LayerGeometry, LayerKind
 from odimo.targets.arith import Arith, Number, ceil_div
 from odimo.targets.quantization import WeightFormat
 from odimo.targets.base import CU, LayerSupport, Role, Target, register_target
@@ -64,8 +64,13 @@ def _describe(layer: LayerGeometry) -> str:
 def dws_substitute(layer: LayerGeometry) -> tuple[LayerGeometry, LayerGeometry]:
     """The MobileNetV1 block replacing a searchable layer: 3x3 depthwise (DWE), then 1x1 C->C (cluster)."""
     depthwise = LayerGeometry.conv(
-        f"{layer.name}/dw", layer.c_in, layer.c_in, layer.kernel, layer.out_hw,
-        stride=layer.stride, groups=layer.c_in,
+        f"{layer.name}/dw",
+        layer.c_in,
+        layer.c_in,
+        layer.kernel,
+        layer.out_hw,
+        stride=layer.stride,
+        groups=layer.c_in,
     )
     pointwise = LayerGeometry.conv(f"{layer.name}/pw", layer.c_in, layer.c_out, 1, layer.out_hw)
     return depthwise, pointwise
@@ -125,16 +130,13 @@ class Darkside(Target):
     def support(self, layer: LayerGeometry) -> LayerSupport:
         """3x3 depthwise goes to the DWE, the searchable convs split, everything else is cluster."""
         if _runs_on_dwe(layer):
-            return LayerSupport(
-                Role.FIXED, ("dwe",), "cluster: a 3x3 depthwise conv always goes to the dwe"
-            )
+            return LayerSupport(Role.FIXED, ("dwe",), "cluster: a 3x3 depthwise conv always goes to the dwe")
         if _searchable(layer):
             return LayerSupport(Role.SEARCHABLE, self.cus)
         return LayerSupport(
             Role.FIXED,
             ("cluster",),
-            f"dwe: runs only 3x3 depthwise convs, or substitutes one for {_SEARCH_SPACE}; "
-            f"this is {_describe(layer)}",
+            f"dwe: runs only 3x3 depthwise convs, or substitutes one for {_SEARCH_SPACE}; this is {_describe(layer)}",
         )
 
     def cu_latency(self, layer: LayerGeometry, cu: str, channels: Number, arith: Arith) -> Number:

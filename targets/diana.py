@@ -6,7 +6,7 @@ ternary. Formulas are the reference `hw_models.py` ones, kept exact (R1, R7, R8)
 
 from __future__ import annotations
 
-from odimo.compiler.geometry import LayerGeometry, LayerKind
+from odimo.ir.geometry import LayerGeometry, LayerKind
 from odimo.targets.arith import Arith, Number, ceil_div
 from odimo.targets.quantization import WeightFormat
 from odimo.targets.base import CU, LayerSupport, Role, Target, register_target
@@ -43,9 +43,7 @@ class Diana(Target):
         if layer.kind in (LayerKind.CONV, LayerKind.LINEAR):
             return LayerSupport(Role.SEARCHABLE, self.cus)
         if layer.kind is LayerKind.DEPTHWISE:
-            return LayerSupport(
-                Role.FIXED, ("digital",), "analog: runs only groups == 1 convs and linear layers"
-            )
+            return LayerSupport(Role.FIXED, ("digital",), "analog: runs only groups == 1 convs and linear layers")
         why = f"grouped convs (groups {layer.groups}, not depthwise) are not modelled"
         return LayerSupport(Role.HOST, (), f"digital: {why}; analog: {why}")
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 
-from odimo.compiler.errors import MappingError
-from odimo.compiler.geometry import LayerGeometry
+from odimo.ir.errors import MappingError
+from odimo.ir.geometry import LayerGeometry
 from odimo.targets.base import LayerSupport, Role, Target
 
 SCHEMA = "odimo.mapping/1"
@@ -33,14 +33,10 @@ class Mapping:
 
     def to_json(self) -> str:
         """The §5 file text: layer names sorted, one layer per line, so two mappings diff well."""
-        lines = [
-            f"    {json.dumps(name)}: {json.dumps(list(self.layers[name]))}"
-            for name in sorted(self.layers)
-        ]
+        lines = [f"    {json.dumps(name)}: {json.dumps(list(self.layers[name]))}" for name in sorted(self.layers)]
         body = "{\n" + ",\n".join(lines) + "\n  }" if lines else "{}"
         return (
-            f'{{\n  "schema": {json.dumps(SCHEMA)},\n  "target": {json.dumps(self.target)},\n'
-            f'  "layers": {body}\n}}\n'
+            f'{{\n  "schema": {json.dumps(SCHEMA)},\n  "target": {json.dumps(self.target)},\n  "layers": {body}\n}}\n'
         )
 
     @classmethod
@@ -96,9 +92,7 @@ def validate_mapping(
         )
     known = {layer.name for layer in layers}
     problems = [
-        (name, f"layer '{name}' is not a costed layer of the model")
-        for name in mapping.layers
-        if name not in known
+        (name, f"layer '{name}' is not a costed layer of the model") for name in mapping.layers if name not in known
     ]
     full: dict[str, tuple[str, ...]] = {}
     for layer in layers:
@@ -141,8 +135,7 @@ def _layer_problems(
         return [
             f"layer '{name}' uses unknown CU '{cu}' (target {target.name} has {', '.join(target.cus)})"
             if cu not in target.cus
-            else f"CU '{cu}' cannot run layer '{name}' ({support.reason}); "
-            f"CUs that can: {', '.join(support.cus)}"
+            else f"CU '{cu}' cannot run layer '{name}' ({support.reason}); CUs that can: {', '.join(support.cus)}"
             for cu in unable
         ]
     if _is_prefix_split(cus, target):
@@ -153,10 +146,7 @@ def _layer_problems(
             f"{' then '.join(target.cus)}, each one range"
         ]
     if coupling is not None:
-        return [
-            f"layer '{name}' must give each CU one range, in the order {', '.join(target.cus)}, "
-            f"because {coupling}"
-        ]
+        return [f"layer '{name}' must give each CU one range, in the order {', '.join(target.cus)}, because {coupling}"]
     return []
 
 

@@ -35,28 +35,46 @@ class GraphBuilder:
         self.inits.append(numpy_helper.from_array(np.asarray(value), name))
         return name
 
-    def _node(self, op: str, inputs: list[str], name: str, shape: tuple[int, ...], outputs: int = 1, **attrs) -> list[str]:
+    def _node(
+        self, op: str, inputs: list[str], name: str, shape: tuple[int, ...], outputs: int = 1, **attrs
+    ) -> list[str]:
         outs = [name if k == 0 else f"{name}:{k}" for k in range(outputs)]
         self.nodes.append(helper.make_node(op, inputs, outs, name=name, **attrs))
         for out in outs:
             self.shapes[out] = shape
         return outs
 
-    def conv(self, x: str, c_out: int, name: str, k: int = 3, stride: int = 1, group: int = 1, pad: int | None = None) -> str:
+    def conv(
+        self, x: str, c_out: int, name: str, k: int = 3, stride: int = 1, group: int = 1, pad: int | None = None
+    ) -> str:
         c, h, w = self.shapes[x]
         pad = k // 2 if pad is None else pad
         weight = self.rng.normal(0, (2 / (c // group * k * k)) ** 0.5, (c_out, c // group, k, k)).astype(np.float32)
         bias = self.rng.normal(0, 0.1, c_out).astype(np.float32)
         inputs = [x, self._const(f"{name}.weight", weight), self._const(f"{name}.bias", bias)]
         out_hw = (h + 2 * pad - k) // stride + 1
-        return self._node("Conv", inputs, name, (c_out, out_hw, out_hw), kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4, group=group)[0]
+        return self._node(
+            "Conv",
+            inputs,
+            name,
+            (c_out, out_hw, out_hw),
+            kernel_shape=[k, k],
+            strides=[stride, stride],
+            pads=[pad] * 4,
+            group=group,
+        )[0]
 
     def bn(self, x: str, name: str) -> str:
         c = self.shapes[x][0]
         params = [
-            self.rng.uniform(0.5, 1.5, c), self.rng.normal(0, 0.1, c), self.rng.normal(0, 0.1, c), self.rng.uniform(0.5, 1.5, c),
+            self.rng.uniform(0.5, 1.5, c),
+            self.rng.normal(0, 0.1, c),
+            self.rng.normal(0, 0.1, c),
+            self.rng.uniform(0.5, 1.5, c),
         ]
-        inputs = [x] + [self._const(f"{name}.{p}", v.astype(np.float32)) for p, v in zip(("scale", "bias", "mean", "var"), params)]
+        inputs = [x] + [
+            self._const(f"{name}.{p}", v.astype(np.float32)) for p, v in zip(("scale", "bias", "mean", "var"), params)
+        ]
         return self._node("BatchNormalization", inputs, name, self.shapes[x])[0]
 
     def unary(self, op: str, x: str, name: str, **attrs) -> str:
@@ -86,7 +104,12 @@ class GraphBuilder:
         return outs
 
     def slice(self, x: str, start: int, end: int, name: str) -> str:
-        inputs = [x, self._const(f"{name}.starts", np.array([start])), self._const(f"{name}.ends", np.array([end])), self._const(f"{name}.axes", np.array([1]))]
+        inputs = [
+            x,
+            self._const(f"{name}.starts", np.array([start])),
+            self._const(f"{name}.ends", np.array([end])),
+            self._const(f"{name}.axes", np.array([1])),
+        ]
         return self._node("Slice", inputs, name, (end - start, *self.shapes[x][1:]))[0]
 
     def gap(self, x: str, name: str) -> str:
@@ -101,20 +124,33 @@ class GraphBuilder:
 
     def gemm(self, x: str, n: int, name: str) -> str:
         k = self.shapes[x][0]
-        inputs = [x, self._const(f"{name}.weight", self.rng.normal(0, k**-0.5, (n, k)).astype(np.float32)), self._const(f"{name}.bias", self.rng.normal(0, 0.1, n).astype(np.float32))]
+        inputs = [
+            x,
+            self._const(f"{name}.weight", self.rng.normal(0, k**-0.5, (n, k)).astype(np.float32)),
+            self._const(f"{name}.bias", self.rng.normal(0, 0.1, n).astype(np.float32)),
+        ]
         return self._node("Gemm", inputs, name, (n,), transB=1)[0]
 
     def channel_shuffle(self, x: str, groups: int, name: str) -> str:
         c, h, w = self.shapes[x]
-        r1 = self._node("Reshape", [x, self._const(f"{name}.shape1", np.array([0, groups, c // groups, h, w]))], f"{name}/reshape1", (groups, c // groups, h, w))[0]
+        r1 = self._node(
+            "Reshape",
+            [x, self._const(f"{name}.shape1", np.array([0, groups, c // groups, h, w]))],
+            f"{name}/reshape1",
+            (groups, c // groups, h, w),
+        )[0]
         t = self._node("Transpose", [r1], f"{name}/transpose", (c // groups, groups, h, w), perm=[0, 2, 1, 3, 4])[0]
-        return self._node("Reshape", [t, self._const(f"{name}.shape2", np.array([0, c, h, w]))], f"{name}/reshape2", (c, h, w))[0]
+        return self._node(
+            "Reshape", [t, self._const(f"{name}.shape2", np.array([0, c, h, w]))], f"{name}/reshape2", (c, h, w)
+        )[0]
 
     def build(self, output: str, opset: int = OPSET, ir_version: int = 8) -> onnx.ModelProto:
         inp = helper.make_tensor_value_info("x", TensorProto.FLOAT, [self.batch, *self.shapes["x"]])
         out = helper.make_tensor_value_info(output, TensorProto.FLOAT, [self.batch, *self.shapes[output]])
         graph = helper.make_graph(self.nodes, "test", [inp], [out], self.inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_operatorsetid("", opset)], producer_name="odimo-tests")
+        model = helper.make_model(
+            graph, opset_imports=[helper.make_operatorsetid("", opset)], producer_name="odimo-tests"
+        )
         model.ir_version = ir_version
         onnx.checker.check_model(model, full_check=True)
         return model
@@ -130,7 +166,7 @@ def conv_bn_relu() -> onnx.ModelProto:
 
 def residual_add() -> onnx.ModelProto:
     """x -> stem -> relu -+-> conv1 -> relu -> conv2 -> add -> relu -> gap -> flatten -> fc
-                          +------------------------------^ (identity)"""
+    +------------------------------^ (identity)"""
     g = GraphBuilder()
     s = g.relu(g.conv("x", 8, "stem"), "stem_relu")
     y = g.conv(g.relu(g.conv(s, 8, "conv1"), "relu1"), 8, "conv2")
@@ -140,7 +176,7 @@ def residual_add() -> onnx.ModelProto:
 
 def concat_branches() -> onnx.ModelProto:
     """x -> squeeze -> relu -+-> e1 (1x1) -+-> concat -> relu -> head (1x1) -> gap -> flatten -> fc
-                             +-> e3 (3x3) -+"""
+    +-> e3 (3x3) -+"""
     g = GraphBuilder()
     s = g.relu(g.conv("x", 4, "squeeze", k=1), "squeeze_relu")
     y = g.concat([g.conv(s, 6, "e1", k=1), g.conv(s, 10, "e3")], "concat")
@@ -149,7 +185,7 @@ def concat_branches() -> onnx.ModelProto:
 
 
 def split_branches(cut: int = 8) -> onnx.ModelProto:
-    """x -> conv_a (8) -+-> concat(conv_a, conv_b) -> split [cut, 16-cut] -> left: conv_l; right: conv_r -> add... 
+    """x -> conv_a (8) -+-> concat(conv_a, conv_b) -> split [cut, 16-cut] -> left: conv_l; right: conv_r -> add...
     conv_a (8 ch) and conv_b (8 ch) are concatenated, then split at `cut`; each half feeds a conv,
     whose outputs are added. cut=8 splits on the space boundary (no rigidity); cut=5 cuts inside."""
     g = GraphBuilder()
@@ -161,7 +197,7 @@ def split_branches(cut: int = 8) -> onnx.ModelProto:
 
 def se_block() -> onnx.ModelProto:
     """x -> conv1 -> relu -+-> gap -> se_reduce -> relu -> se_expand -> sigmoid -> mul -> conv2 -> gap -> flatten -> fc
-                          +-----------------------------------------------------^"""
+    +-----------------------------------------------------^"""
     g = GraphBuilder()
     y = g.relu(g.conv("x", 8, "conv1"), "relu1")
     gate = g.conv(g.relu(g.conv(g.gap(y, "se_pool"), 4, "se_reduce", k=1), "se_relu"), 8, "se_expand", k=1)
@@ -238,7 +274,9 @@ def make_model(
 ) -> onnx.ModelProto:
     """A model around hand-written nodes, for what `GraphBuilder.build` cannot declare (several or
     non-float inputs, custom domains, local functions). Not checked: bad-input tests need bad models."""
-    opsets = [helper.make_operatorsetid("", opset)] + [helper.make_operatorsetid(d, v) for d, v in (domains or {}).items()]
+    opsets = [helper.make_operatorsetid("", opset)] + [
+        helper.make_operatorsetid(d, v) for d, v in (domains or {}).items()
+    ]
     graph = helper.make_graph(nodes, "test", inputs, outputs, initializers)
     model = helper.make_model(graph, opset_imports=opsets, functions=functions or [], producer_name="odimo-tests")
     model.ir_version = ir_version

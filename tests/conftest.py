@@ -13,6 +13,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+# The `zoo_model` fixture, for every test module (needs `tests/` on sys.path, just above).
+pytest_plugins = ["zoo.fixtures"]
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 

@@ -38,7 +38,9 @@ def test_the_document_has_every_generated_block_once() -> None:
 
 @pytest.mark.parametrize("name", sorted(reproduce.BLOCKS))
 def test_each_block_matches_the_committed_json(name: str) -> None:
-    assert BLOCKS[name] == reproduce.render_block(name), f"block '{name}' is stale: run python scripts/reproduce.py --render-only"
+    assert BLOCKS[name] == reproduce.render_block(name), (
+        f"block '{name}' is stale: run python scripts/reproduce.py --render-only"
+    )
 
 
 @pytest.mark.parametrize("sweep", [s.name for s in reproduce.SWEEPS])
@@ -62,7 +64,12 @@ def test_the_table_iv_rows_are_the_front_s_extremes() -> None:
 
 def test_the_overhead_json_has_both_targets_against_both_references() -> None:
     overhead = json.loads((reproduce.OUT / "reports" / "overhead.json").read_text())
-    assert {(c["target"], c["reference"] == "float") for c in overhead["cases"]} == {("diana", True), ("diana", False), ("darkside", True), ("darkside", False)}
+    assert {(c["target"], c["reference"] == "float") for c in overhead["cases"]} == {
+        ("diana", True),
+        ("diana", False),
+        ("darkside", True),
+        ("darkside", False),
+    }
 
 
 def test_the_budget_knob_gives_more_batches_for_more_minutes_within_one_epoch() -> None:

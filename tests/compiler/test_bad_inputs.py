@@ -23,7 +23,10 @@ from builders import GraphBuilder, append_node, make_model, tensor_info
 from odimo.compiler import cli
 from odimo.compiler.importer import MAX_OPSET, MIN_OPSET
 
-MESSAGE = re.compile(r"(?P<prog>odimo-[a-z]+): error (?P<code>E1\d\d) (?P<slug>[a-z-]+): (?P<what>.+)\n  where: (?P<where>.+)\n  fix: (?P<fix>.+)\n")
+MESSAGE = re.compile(
+    r"(?P<prog>odimo-[a-z]+): error (?P<code>E1\d\d) (?P<slug>[a-z-]+): (?P<what>.+)\n"
+    r"  where: (?P<where>.+)\n  fix: (?P<fix>.+)\n"
+)
 
 
 @dataclass(frozen=True)
@@ -150,7 +153,9 @@ def test_checker_failure_is_e104_and_names_the_node(tmp_path: Path, capsys) -> N
     g = GraphBuilder()
     g.conv("x", 4, "conv")
     relu = append_node(g, "Relu", ["ghost"], "relu", (4, 8, 8))
-    model = make_model(g.nodes, g.inits, [tensor_info("x", ["batch", 3, 8, 8])], [tensor_info(relu, ["batch", 4, 8, 8])])
+    model = make_model(
+        g.nodes, g.inits, [tensor_info("x", ["batch", 3, 8, 8])], [tensor_info(relu, ["batch", 4, 8, 8])]
+    )
     msg = inspect_error(saved(model, tmp_path), capsys)
     assert msg.code == "E104" and "'ghost'" in msg.what
     assert "name: relu OpType: Relu" in msg.what
@@ -164,7 +169,9 @@ def test_batch_dependent_shape_is_e107(tmp_path: Path, capsys) -> None:
     g.nodes.append(helper.make_node("Shape", ["x"], ["batch_size"], name="batch_size", start=0, end=1))
     starts, axes = g._const("cut.starts", np.array([0])), g._const("cut.axes", np.array([2]))
     y = g.relu(append_node(g, "Slice", [y, starts, "batch_size", axes], "cut", (4, 8, 8)), "relu")
-    model = make_model(g.nodes, g.inits, [tensor_info("x", ["batch", 3, 8, 8])], [tensor_info(y, ["batch", 4, "rows", 8])])
+    model = make_model(
+        g.nodes, g.inits, [tensor_info("x", ["batch", 3, 8, 8])], [tensor_info(y, ["batch", 4, "rows", 8])]
+    )
     msg = inspect_error(saved(model, tmp_path), capsys)
     assert msg.code == "E107" and "tensor 'cut'" in msg.what
     assert str(tmp_path / "model.onnx") in msg.where
@@ -180,10 +187,19 @@ def test_every_unsupported_op_is_listed_e110(tmp_path: Path, capsys) -> None:
     g.nodes.append(helper.make_node("Fancy", [y], ["fancy"], name="fancy", domain="com.acme"))
     g.inits.append(numpy_helper.from_array(np.array(True), "cond"))
     then_branch, else_branch = (
-        helper.make_graph([helper.make_node(op, ["fancy"], [out])], op, [], [tensor_info(out, ["batch", 4, 8, 8])]) for op, out in (("Identity", "t"), ("Neg", "e"))
+        helper.make_graph([helper.make_node(op, ["fancy"], [out])], op, [], [tensor_info(out, ["batch", 4, 8, 8])])
+        for op, out in (("Identity", "t"), ("Neg", "e"))
     )
-    g.nodes.append(helper.make_node("If", ["cond"], ["branch"], name="branch", then_branch=then_branch, else_branch=else_branch))
-    model = make_model(g.nodes, g.inits, [tensor_info("x", ["batch", 3, 8, 8])], [tensor_info("branch", ["batch", 4, 8, 8])], domains={"com.acme": 1})
+    g.nodes.append(
+        helper.make_node("If", ["cond"], ["branch"], name="branch", then_branch=then_branch, else_branch=else_branch)
+    )
+    model = make_model(
+        g.nodes,
+        g.inits,
+        [tensor_info("x", ["batch", 3, 8, 8])],
+        [tensor_info("branch", ["batch", 4, 8, 8])],
+        domains={"com.acme": 1},
+    )
     msg = inspect_error(saved(model, tmp_path), capsys)
     assert msg.code == "E110" and "2 node(s)" in msg.what
     assert "model.onnx" in msg.where
@@ -193,7 +209,7 @@ def test_every_unsupported_op_is_listed_e110(tmp_path: Path, capsys) -> None:
 
 def test_matmul_of_two_activations_is_e110(tmp_path: Path, capsys) -> None:
     """x -> conv -+-> MatMul 'attn/MatMul' (conv @ conv^T over H, W)
-                  +-> Transpose -^"""
+    +-> Transpose -^"""
     g = GraphBuilder()
     y = g.conv("x", 4, "conv")
     t = append_node(g, "Transpose", [y], "t", (4, 8, 8), perm=[0, 1, 3, 2])
@@ -219,7 +235,15 @@ def test_training_mode_batchnorm_is_e110(tmp_path: Path, capsys) -> None:
     g = GraphBuilder()
     g.bn(g.conv("x", 4, "conv"), "bn")
     bn = g.nodes.pop()
-    g.nodes.append(helper.make_node("BatchNormalization", list(bn.input), ["bn", "bn.running_mean", "bn.running_var"], name="bn", training_mode=1))
+    g.nodes.append(
+        helper.make_node(
+            "BatchNormalization",
+            list(bn.input),
+            ["bn", "bn.running_mean", "bn.running_var"],
+            name="bn",
+            training_mode=1,
+        )
+    )
     msg = inspect_error(saved(g.build("bn"), tmp_path), capsys)
     assert msg.code == "E110"
     assert "'bn' (BatchNormalization): training-mode" in msg.where
@@ -267,7 +291,12 @@ def int_input_model() -> onnx.ModelProto:
     """x (int64 NCHW) -> Cast -> conv"""
     g = GraphBuilder()
     y = g.conv(append_node(g, "Cast", ["x"], "as_float", (3, 8, 8), to=TensorProto.FLOAT), 4, "conv")
-    return make_model(g.nodes, g.inits, [tensor_info("x", ["batch", 3, 8, 8], TensorProto.INT64)], [tensor_info(y, ["batch", 4, 8, 8])])
+    return make_model(
+        g.nodes,
+        g.inits,
+        [tensor_info("x", ["batch", 3, 8, 8], TensorProto.INT64)],
+        [tensor_info(y, ["batch", 4, 8, 8])],
+    )
 
 
 def rank2_input_model() -> onnx.ModelProto:
@@ -278,7 +307,9 @@ def rank2_input_model() -> onnx.ModelProto:
     return make_model(g.nodes, g.inits, [tensor_info("x", ["batch", 16])], [tensor_info(y, ["batch", 4])])
 
 
-@pytest.mark.parametrize(("make", "described"), [(int_input_model, "int64 of rank 4"), (rank2_input_model, "float32 of rank 2")])
+@pytest.mark.parametrize(
+    ("make", "described"), [(int_input_model, "int64 of rank 4"), (rank2_input_model, "float32 of rank 2")]
+)
 def test_input_not_float_nchw_is_e114(make, described: str, tmp_path: Path, capsys) -> None:
     msg = inspect_error(saved(make(), tmp_path), capsys)
     assert msg.code == "E114"
@@ -299,19 +330,26 @@ def qdq_model() -> onnx.ModelProto:
 def qlinear_conv_model() -> onnx.ModelProto:
     """x -> QuantizeLinear 'quant' -> QLinearConv 'qconv' -> DequantizeLinear 'dequant'"""
     consts = {
-        "s": np.array(0.02, np.float32), "z": np.array(128, np.uint8),
-        "w": np.full((4, 3, 3, 3), 130, np.uint8), "ws": np.array(0.01, np.float32), "wz": np.array(128, np.uint8),
+        "s": np.array(0.02, np.float32),
+        "z": np.array(128, np.uint8),
+        "w": np.full((4, 3, 3, 3), 130, np.uint8),
+        "ws": np.array(0.01, np.float32),
+        "wz": np.array(128, np.uint8),
     }
     nodes = [
         helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="quant"),
-        helper.make_node("QLinearConv", ["xq", "s", "z", "w", "ws", "wz", "s", "z"], ["yq"], name="qconv", pads=[1, 1, 1, 1]),
+        helper.make_node(
+            "QLinearConv", ["xq", "s", "z", "w", "ws", "wz", "s", "z"], ["yq"], name="qconv", pads=[1, 1, 1, 1]
+        ),
         helper.make_node("DequantizeLinear", ["yq", "s", "z"], ["y"], name="dequant"),
     ]
     inits = [numpy_helper.from_array(v, k) for k, v in consts.items()]
     return make_model(nodes, inits, [tensor_info("x", ["batch", 3, 8, 8])], [tensor_info("y", ["batch", 4, 8, 8])])
 
 
-@pytest.mark.parametrize(("make", "node"), [(qdq_model, "'x/dequant' (DequantizeLinear)"), (qlinear_conv_model, "'qconv' (QLinearConv)")])
+@pytest.mark.parametrize(
+    ("make", "node"), [(qdq_model, "'x/dequant' (DequantizeLinear)"), (qlinear_conv_model, "'qconv' (QLinearConv)")]
+)
 def test_pre_quantized_model_is_e115(make, node: str, tmp_path: Path, capsys) -> None:
     msg = inspect_error(saved(make(), tmp_path), capsys)
     assert msg.code == "E115" and "already quantized" in msg.what
@@ -326,7 +364,14 @@ def external_data_model(folder: Path, location: str = "w.data") -> Path:
     """conv_model saved with every initializer in one side file."""
     folder.mkdir(exist_ok=True)
     path = folder / "model.onnx"
-    onnx.save(conv_model(), str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=location, size_threshold=0)
+    onnx.save(
+        conv_model(),
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=location,
+        size_threshold=0,
+    )
     return path
 
 
@@ -391,7 +436,9 @@ def test_console_script_exits_2_with_one_message_and_no_traceback(tmp_path: Path
 
 # --- odimo-compile only ------------------------------------------------------------------------
 
-needs_compile = pytest.mark.skipif(not hasattr(cli, "compile_main"), reason="odimo-compile (cli.compile_main) is not implemented yet")
+needs_compile = pytest.mark.skipif(
+    not hasattr(cli, "compile_main"), reason="odimo-compile (cli.compile_main) is not implemented yet"
+)
 
 
 def compile_error(model: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> Message:

@@ -15,8 +15,8 @@ from onnx import helper, numpy_helper
 import builders
 from builders import GraphBuilder, append_node, make_model, tensor_info
 from odimo.compiler.canonicalize import canonicalize
-from odimo.compiler.onnx_graph import attr, value_shape
-from odimo.compiler.verify import session
+from odimo.ir.graph import attr, value_shape
+from odimo.ir.verify import session
 
 BATCHES = (1, 3)
 
@@ -57,7 +57,9 @@ def initializer(model: onnx.ModelProto, name: str) -> np.ndarray:
 
 def constant(name: str, value: np.ndarray) -> onnx.NodeProto:
     """A Constant node, as the TorchScript exporter writes them."""
-    return helper.make_node("Constant", [], [name], name=f"{name}/Constant", value=numpy_helper.from_array(np.asarray(value)))
+    return helper.make_node(
+        "Constant", [], [name], name=f"{name}/Constant", value=numpy_helper.from_array(np.asarray(value))
+    )
 
 
 # --- constants and pass-through nodes -----------------------------------------------------------
@@ -168,7 +170,9 @@ def test_spatial_reduce_mean_becomes_global_average_pool(opset: int, axes: list[
     if opset < 18:
         pool = append_node(g, "ReduceMean", [y], "pool", shape, axes=axes, keepdims=keepdims)
     else:
-        pool = append_node(g, "ReduceMean", [y, g._const("pool.axes", np.array(axes, np.int64))], "pool", shape, keepdims=keepdims)
+        pool = append_node(
+            g, "ReduceMean", [y, g._const("pool.axes", np.array(axes, np.int64))], "pool", shape, keepdims=keepdims
+        )
     model = g.build(pool, opset=opset)
     result, _ = canonical(model)
     assert op_types(result) == ["Conv", "GlobalAveragePool"] + ([] if keepdims else ["Flatten"])
@@ -251,7 +255,9 @@ def test_auto_pad_becomes_explicit_pads(op: str, mode: str, pads: list[int]) -> 
     out = 3 if mode == "VALID" else 4
     if op == "Conv":
         weight = g._const("layer.weight", g.rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32))
-        y = append_node(g, "Conv", ["x", weight], "layer", (4, out, out), kernel_shape=[3, 3], strides=[2, 2], auto_pad=mode)
+        y = append_node(
+            g, "Conv", ["x", weight], "layer", (4, out, out), kernel_shape=[3, 3], strides=[2, 2], auto_pad=mode
+        )
     else:
         y = append_node(g, "MaxPool", ["x"], "layer", (3, out, out), kernel_shape=[3, 3], strides=[2, 2], auto_pad=mode)
     model = g.build(y)
@@ -328,7 +334,7 @@ def test_batchnorm_folds_into_the_preceding_gemm() -> None:
 
 def test_batchnorm_is_kept_when_the_conv_output_has_a_second_consumer() -> None:
     """x -> conv -+-> bn -> add
-                  +--------^"""
+    +--------^"""
     g = GraphBuilder()
     y = g.conv("x", 4, "conv")
     model = g.build(g.binary("Add", g.bn(y, "bn"), y, "add"))
@@ -340,7 +346,7 @@ def test_batchnorm_is_kept_when_the_conv_output_has_a_second_consumer() -> None:
 
 def test_shared_weight_is_copied_so_each_batchnorm_folds_on_its_own() -> None:
     """x -+-> conv_a (W, b_a) -> bn_a -+-> add
-          +-> conv_b (W, b_b) -> bn_b -+        (one initializer W, two BNs with different statistics)"""
+    +-> conv_b (W, b_b) -> bn_b -+        (one initializer W, two BNs with different statistics)"""
     g = GraphBuilder()
     weight = g._const("W", g.rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32))
     branches = []
@@ -386,7 +392,9 @@ def test_local_functions_are_inlined() -> None:
         helper.make_node("Conv", ["i", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c"], ["o"], name="relu"),
     ]
-    function = helper.make_function("local", "ConvRelu", ["i", "w", "b"], ["o"], body, [helper.make_operatorsetid("", builders.OPSET)])
+    function = helper.make_function(
+        "local", "ConvRelu", ["i", "w", "b"], ["o"], body, [helper.make_operatorsetid("", builders.OPSET)]
+    )
     rng = np.random.default_rng(0)
     inits = [
         numpy_helper.from_array(rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32), "w1"),
@@ -398,7 +406,14 @@ def test_local_functions_are_inlined() -> None:
         helper.make_node("ConvRelu", ["x", "w1", "b1"], ["y1"], name="block1", domain="local"),
         helper.make_node("ConvRelu", ["y1", "w2", "b2"], ["y2"], name="block2", domain="local"),
     ]
-    model = make_model(nodes, inits, [tensor_info("x", ["batch", 3, 8, 8])], [tensor_info("y2", ["batch", 4, 8, 8])], domains={"local": 1}, functions=[function])
+    model = make_model(
+        nodes,
+        inits,
+        [tensor_info("x", ["batch", 3, 8, 8])],
+        [tensor_info("y2", ["batch", 4, 8, 8])],
+        domains={"local": 1},
+        functions=[function],
+    )
     onnx.checker.check_model(model, full_check=True)
     result, log = canonical(model)
     assert not result.functions
@@ -422,9 +437,17 @@ def test_canonical_model_keeps_the_input_opset_and_ir_version(opset: int, ir_ver
     if opset < 18:
         y = append_node(g, "ReduceMean", [y], "pool", (4,), axes=[2, 3], keepdims=0)
     else:
-        y = append_node(g, "ReduceMean", [y, g._const("pool.axes", np.array([2, 3], np.int64))], "pool", (4,), keepdims=0)
-    y = append_node(g, "MatMul", [y, g._const("fc.weight", g.rng.normal(0, 0.5, (4, 5)).astype(np.float32))], "fc", (5,))
-    model = g.build(append_node(g, "Add", [y, g._const("fc.bias", np.full(5, 0.1, np.float32))], "fc_add", (5,)), opset=opset, ir_version=ir_version)
+        y = append_node(
+            g, "ReduceMean", [y, g._const("pool.axes", np.array([2, 3], np.int64))], "pool", (4,), keepdims=0
+        )
+    y = append_node(
+        g, "MatMul", [y, g._const("fc.weight", g.rng.normal(0, 0.5, (4, 5)).astype(np.float32))], "fc", (5,)
+    )
+    model = g.build(
+        append_node(g, "Add", [y, g._const("fc.bias", np.full(5, 0.1, np.float32))], "fc_add", (5,)),
+        opset=opset,
+        ir_version=ir_version,
+    )
     result, _ = canonical(model)
     assert op_types(result) == ["Conv", "Mul", "GlobalAveragePool", "Flatten", "Gemm"]
     assert list(result.opset_import) == list(model.opset_import)

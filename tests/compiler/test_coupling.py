@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import builders
-from odimo.compiler.analysis import analyse
+from odimo.ir.analysis import analyse
 from odimo.compiler.canonicalize import canonicalize
-from odimo.compiler.coupling import Segment, view_positions
+from odimo.ir.coupling import Segment, view_positions
 
 
 def coupling_of(model, merge_io=()):

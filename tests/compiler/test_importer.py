@@ -14,10 +14,11 @@ from onnx.external_data_helper import uses_external_data
 
 import builders
 from odimo.compiler.canonicalize import restore_signature
-from odimo.compiler.errors import ModelImportError
-from odimo.compiler.importer import ImportedModel, load_model
-from odimo.compiler.onnx_graph import value_shape
-from odimo.compiler.verify import session
+from odimo.ir.errors import ModelImportError
+from odimo.compiler.importer import load_model
+from odimo.ir.records import ImportedModel
+from odimo.ir.graph import value_shape
+from odimo.ir.verify import session
 
 
 def assert_same_outputs(before: onnx.ModelProto, after: onnx.ModelProto) -> None:
@@ -47,7 +48,14 @@ def test_load_model_reads_external_data_beside_the_model(tmp_path: Path, monkeyp
     folder.mkdir()
     on_disk = onnx.ModelProto()
     on_disk.CopyFrom(model)  # save_as_external_data rewrites the proto it is given
-    onnx.save(on_disk, str(folder / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True, location="w.data", size_threshold=0)
+    onnx.save(
+        on_disk,
+        str(folder / "m.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="w.data",
+        size_threshold=0,
+    )
     assert sorted(p.name for p in folder.iterdir()) == ["m.onnx", "w.data"]
     monkeypatch.chdir(tmp_path)  # a relative path: data is found beside the model, not in the cwd
     result = load_model(Path("exported") / "m.onnx")
@@ -122,8 +130,13 @@ def test_load_model_accepts_duplicate_node_names(tmp_path: Path) -> None:
 
 def test_load_model_inlines_local_functions(tmp_path: Path) -> None:
     """x -> block (local::ConvRelu) -> gap -> flatten -> fc"""
-    body = [helper.make_node("Conv", ["i", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["o"], name="relu")]
-    function = helper.make_function("local", "ConvRelu", ["i", "w", "b"], ["o"], body, [helper.make_operatorsetid("", builders.OPSET)])
+    body = [
+        helper.make_node("Conv", ["i", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["o"], name="relu"),
+    ]
+    function = helper.make_function(
+        "local", "ConvRelu", ["i", "w", "b"], ["o"], body, [helper.make_operatorsetid("", builders.OPSET)]
+    )
     g = builders.GraphBuilder()
     weight = g._const("block.w", g.rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32))
     bias = g._const("block.b", np.zeros(4, np.float32))
@@ -131,8 +144,12 @@ def test_load_model_inlines_local_functions(tmp_path: Path) -> None:
     g.shapes["block"] = (4, 8, 8)
     y = g.gemm(g.flatten(g.gap("block", "gap"), "flatten"), 3, "fc")
     model = builders.make_model(
-        g.nodes, g.inits, [builders.tensor_info("x", ["batch", 3, 8, 8])], [builders.tensor_info(y, ["batch", 3])],
-        domains={"local": 1}, functions=[function],
+        g.nodes,
+        g.inits,
+        [builders.tensor_info("x", ["batch", 3, 8, 8])],
+        [builders.tensor_info(y, ["batch", 3])],
+        domains={"local": 1},
+        functions=[function],
     )
     result = imported(model, tmp_path)
     assert [n.op_type for n in result.model.graph.node] == ["Conv", "Relu", "GlobalAveragePool", "Flatten", "Gemm"]

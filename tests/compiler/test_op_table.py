@@ -14,8 +14,8 @@ from onnx import TensorProto, helper
 
 import builders
 from builders import GraphBuilder, append_node, make_model, tensor_info
-from odimo.compiler import coupling
-from odimo.compiler.errors import ModelImportError, UnsupportedOpError
+from odimo.ir import coupling
+from odimo.ir.errors import ModelImportError, UnsupportedOpError
 from odimo.compiler.importer import load_model
 from odimo.retrain import bridge
 
@@ -85,8 +85,13 @@ def around_conv(op: str, consts: list, shape: tuple[int, ...], opset: int = 19, 
     return g.build(g.gemm(g.flatten(g.gap(y, "gap"), "flatten"), 3, "fc"), opset=opset)
 
 
-def resize(scales: list[float] | None, shape: tuple[int, ...], sizes: list[int] | None = None,
-           roi: list[float] | None = None, **attrs) -> onnx.ModelProto:
+def resize(
+    scales: list[float] | None,
+    shape: tuple[int, ...],
+    sizes: list[int] | None = None,
+    roi: list[float] | None = None,
+    **attrs,
+) -> onnx.ModelProto:
     consts = [roi and np.array(roi, np.float32), scales and np.array(scales, np.float32), sizes and np.array(sizes)]
     return around_conv("Resize", consts, shape, **attrs)
 
@@ -105,7 +110,7 @@ def cast_and_back(to: int) -> onnx.ModelProto:
 
 def around_conv_two_outputs(op: str, **attrs) -> onnx.ModelProto:
     """x -> conv -> `op` 'node' -+-> (data) gap -> flatten -> fc -> add -> out
-                                 +-> (second output) cast float -> gap -> flatten -> fc2 -^"""
+    +-> (second output) cast float -> gap -> flatten -> fc2 -^"""
     g = GraphBuilder()
     y = g.conv("x", 4, "conv")
     shape = (4, 4, 4) if op == "MaxPool" else (4, 8, 8)
@@ -120,24 +125,44 @@ def around_conv_two_outputs(op: str, **attrs) -> onnx.ModelProto:
 UP_2, PAD_1 = [1, 1, 2, 2], [1, 1, 1, 1]
 REFUSALS: dict[str, tuple[Callable[[], onnx.ModelProto], str]] = {
     "resize-cubic": (lambda: resize(UP_2, (4, 16, 16), mode="cubic"), "mode='cubic'"),
-    "resize-crop": (lambda: resize(UP_2, (4, 16, 16), roi=[0, 0, 0, 0, 1, 1, 1, 1], mode="linear",
-                                   coordinate_transformation_mode="tf_crop_and_resize"),
-                    "coordinate_transformation_mode='tf_crop_and_resize'"),
+    "resize-crop": (
+        lambda: resize(
+            UP_2,
+            (4, 16, 16),
+            roi=[0, 0, 0, 0, 1, 1, 1, 1],
+            mode="linear",
+            coordinate_transformation_mode="tf_crop_and_resize",
+        ),
+        "coordinate_transformation_mode='tf_crop_and_resize'",
+    ),
     "resize-antialias": (lambda: resize([1, 1, 0.5, 0.5], (4, 4, 4), mode="linear", antialias=1), "antialias=1"),
-    "resize-aspect": (lambda: resize(None, (4, 12, 12), sizes=[16, 12], axes=[2, 3], mode="linear",
-                                     keep_aspect_ratio_policy="not_larger"), "keep_aspect_ratio_policy='not_larger'"),
-    "resize-nearest-fractional": (lambda: resize([1, 1, 1.5, 1.5], (4, 12, 12)),
-                                  "mode='nearest' with scale 1.5 on axis 2"),
-    "pad-reflect-channels": (lambda: around_conv("Pad", [[0, 1, 1, 1, 0, 1, 1, 1]], (6, 10, 10), mode="reflect"),
-                             "mode='reflect' pads=[0, 1, 1, 1, 0, 1, 1, 1]"),
-    "pad-edge-crop": (lambda: around_conv("Pad", [[0, 0, -1, 1, 0, 0, 1, 1]], (4, 8, 10), mode="edge"),
-                      "mode='edge' pads=[0, 0, -1, 1, 0, 0, 1, 1]"),
+    "resize-aspect": (
+        lambda: resize(
+            None, (4, 12, 12), sizes=[16, 12], axes=[2, 3], mode="linear", keep_aspect_ratio_policy="not_larger"
+        ),
+        "keep_aspect_ratio_policy='not_larger'",
+    ),
+    "resize-nearest-fractional": (
+        lambda: resize([1, 1, 1.5, 1.5], (4, 12, 12)),
+        "mode='nearest' with scale 1.5 on axis 2",
+    ),
+    "pad-reflect-channels": (
+        lambda: around_conv("Pad", [[0, 1, 1, 1, 0, 1, 1, 1]], (6, 10, 10), mode="reflect"),
+        "mode='reflect' pads=[0, 1, 1, 1, 0, 1, 1, 1]",
+    ),
+    "pad-edge-crop": (
+        lambda: around_conv("Pad", [[0, 0, -1, 1, 0, 0, 1, 1]], (4, 8, 10), mode="edge"),
+        "mode='edge' pads=[0, 0, -1, 1, 0, 0, 1, 1]",
+    ),
     "cast-int": (lambda: cast_and_back(TensorProto.INT64), "to=INT64"),
-    "maxpool-indices": (lambda: around_conv_two_outputs("MaxPool", kernel_shape=[2, 2], strides=[2, 2]),
-                        "the Indices output"),
-    "maxpool-ceil-right-pad": (lambda: pool("MaxPool", (4, 4, 4), kernel_shape=[2, 2], strides=[3, 3], pads=PAD_1,
-                                            ceil_mode=1),
-                               "ceil_mode=1 with a last window that starts in the right padding"),
+    "maxpool-indices": (
+        lambda: around_conv_two_outputs("MaxPool", kernel_shape=[2, 2], strides=[2, 2]),
+        "the Indices output",
+    ),
+    "maxpool-ceil-right-pad": (
+        lambda: pool("MaxPool", (4, 4, 4), kernel_shape=[2, 2], strides=[3, 3], pads=PAD_1, ceil_mode=1),
+        "ceil_mode=1 with a last window that starts in the right padding",
+    ),
     "dropout-mask": (lambda: around_conv_two_outputs("Dropout"), "the mask output is read"),
     "gelu-approximate": (lambda: around_conv("Gelu", [], (4, 8, 8), opset=20, approximate="erf"), "approximate='erf'"),
 }

@@ -16,7 +16,20 @@ from odimo.compiler.cli import sweep_main
 
 pytestmark = pytest.mark.xdist_group("sweep")  # one worker runs the module's sweep, once
 
-ARGS = ["--target", "diana", "--lambdas", "0,1e-6", "--baselines", "all-8bit,no-such-baseline", "--data", "synthetic", "--epochs", "0,1,1", "--limit-batches", "1"]
+ARGS = [
+    "--target",
+    "diana",
+    "--lambdas",
+    "0,1e-6",
+    "--baselines",
+    "all-8bit,no-such-baseline",
+    "--data",
+    "synthetic",
+    "--epochs",
+    "0,1,1",
+    "--limit-batches",
+    "1",
+]
 
 
 def run_sweep(root: Path) -> int:
@@ -61,7 +74,20 @@ def test_resume_skips_finished_points(swept: tuple[Path, int]) -> None:
 def test_ray_runs_the_same_points_on_a_local_ray_instance(tmp_path: Path) -> None:
     ray = pytest.importorskip("ray")
     model = builders.save(builders.residual_add(), tmp_path / "res.onnx")
-    args = ["--target", "diana", "--lambdas", "1e-6", "--baselines", "all-8bit", "--data", "synthetic", "--epochs", "0,1,1", "--limit-batches", "1"]
+    args = [
+        "--target",
+        "diana",
+        "--lambdas",
+        "1e-6",
+        "--baselines",
+        "all-8bit",
+        "--data",
+        "synthetic",
+        "--epochs",
+        "0,1,1",
+        "--limit-batches",
+        "1",
+    ]
     try:
         assert sweep_main([model, *args, "-o", str(tmp_path / "sweep"), "--ray", "local"]) == 0
     finally:
@@ -70,7 +96,9 @@ def test_ray_runs_the_same_points_on_a_local_ray_instance(tmp_path: Path) -> Non
     assert {p["name"] for p in summary["points"]} == {"lambda-1e-06", "baseline-all-8bit"} and not summary["failed"]
 
 
-def test_ray_without_the_package_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_ray_without_the_package_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     import builtins
 
     real_import = builtins.__import__
@@ -82,6 +110,20 @@ def test_ray_without_the_package_is_a_clear_error(tmp_path: Path, monkeypatch: p
 
     monkeypatch.setattr(builtins, "__import__", no_ray)
     model = builders.save(builders.residual_add(), tmp_path / "res.onnx")
-    code = sweep_main([model, "--target", "diana", "--lambdas", "1e-6", "--data", "synthetic", "-o", str(tmp_path / "sweep"), "--ray", "auto"])
+    code = sweep_main(
+        [
+            model,
+            "--target",
+            "diana",
+            "--lambdas",
+            "1e-6",
+            "--data",
+            "synthetic",
+            "-o",
+            str(tmp_path / "sweep"),
+            "--ray",
+            "auto",
+        ]
+    )
     assert code == 2
     assert "pip install 'odimo[ray]'" in capsys.readouterr().err

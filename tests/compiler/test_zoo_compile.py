@@ -23,7 +23,7 @@ from odimo.compiler import pipeline
 from odimo.compiler.cli import compile_main
 from zoo.export import EXPORTERS, FIXED_BATCHES
 from zoo.families import FAMILIES, INPUT_SHAPE, NUM_CLASSES
-from zoo.fixtures import ZooModel, zoo_model  # noqa: F401 - registers the fixture
+from zoo.fixtures import ZooModel
 
 FORMS = [(exporter, batch) for exporter in EXPORTERS for batch in (None, *FIXED_BATCHES)]
 TARGETS = ("diana", "darkside")
@@ -33,7 +33,9 @@ SMOKE_RUN = ("--data", "synthetic", "--epochs", "0,1,1", "--limit-batches", "2",
 def _cases() -> list:
     return [
         pytest.param(family, exporter, batch, target, id=f"{family}-{exporter}-{batch or 'dynamic'}-{target}")
-        for family in FAMILIES for exporter, batch in FORMS for target in TARGETS
+        for family in FAMILIES
+        for exporter, batch in FORMS
+        for target in TARGETS
     ]
 
 
@@ -50,14 +52,26 @@ def signature(model: onnx.ModelProto) -> list[tuple[str, str, int, tuple[int | s
     initializers = {i.name for i in model.graph.initializer}
     values = [("input", v) for v in model.graph.input if v.name not in initializers]
     values += [("output", v) for v in model.graph.output]
-    return [(kind, v.name, v.type.tensor_type.elem_type,
-             tuple(d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim)) for kind, v in values]
+    return [
+        (
+            kind,
+            v.name,
+            v.type.tensor_type.elem_type,
+            tuple(d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim),
+        )
+        for kind, v in values
+    ]
 
 
 @pytest.mark.parametrize(("family", "exporter", "batch", "target"), _cases())
 def test_default_search_compiles_every_family_and_export_form(
-    zoo_model: ZooModel, tmp_path: Path, capsys: pytest.CaptureFixture[str],  # noqa: F811
-    family: str, exporter: str, batch: int | None, target: str,
+    zoo_model: ZooModel,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    family: str,
+    exporter: str,
+    batch: int | None,
+    target: str,
 ) -> None:
     source = zoo_model(family, exporter, batch)
     out = tmp_path / "out.onnx"
@@ -66,8 +80,11 @@ def test_default_search_compiles_every_family_and_export_form(
     onnx.checker.check_model(str(out), full_check=True)
     emitted = onnx.load(str(out))
     assert signature(emitted) == signature(onnx.load(str(source)))
-    unlabelled = [n.name for n in emitted.graph.node
-                  if n.op_type == "Conv" and "odimo.cu" not in {p.key for p in n.metadata_props}]
+    unlabelled = [
+        n.name
+        for n in emitted.graph.node
+        if n.op_type == "Conv" and "odimo.cu" not in {p.key for p in n.metadata_props}
+    ]
     assert not unlabelled
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     images = np.random.default_rng(0).random((batch or 3, *INPUT_SHAPE), dtype=np.float32)

@@ -5,20 +5,24 @@ from __future__ import annotations
 import pytest
 
 from odimo.compiler.importer import load_model
-from odimo.compiler.plan import Policy, plan_for_target
+from odimo.targets.plan import Policy, plan_for_target
 from odimo.targets import get_target
 from zoo.export import DYNAMO_XFAIL
 from zoo.families import FAMILIES
-from zoo.fixtures import zoo_model  # noqa: F401 - registers the fixture
 
-CASES = [(family, exporter) for family in FAMILIES for exporter in ("torchscript", "dynamo") if not (exporter == "dynamo" and family in DYNAMO_XFAIL)]
+CASES = [
+    (family, exporter)
+    for family in FAMILIES
+    for exporter in ("torchscript", "dynamo")
+    if not (exporter == "dynamo" and family in DYNAMO_XFAIL)
+]
 
 # What each family's structure must look like to the coupling analysis.
 RIGID_CAUSE = {"shufflenetv2": "channel shuffle", "resnext": "grouped", "regnet": "grouped"}
 
 
 @pytest.mark.parametrize(("family", "exporter"), CASES)
-def test_family_imports_and_analyses(zoo_model, family: str, exporter: str) -> None:  # noqa: F811
+def test_family_imports_and_analyses(zoo_model, family: str, exporter: str) -> None:
     imported = load_model(zoo_model(family, exporter))
     plan = plan_for_target(imported.model, get_target("diana"))
     assert plan.searchable, "every family has convs DIANA can split"
@@ -30,7 +34,7 @@ def test_family_imports_and_analyses(zoo_model, family: str, exporter: str) -> N
 
 
 @pytest.mark.parametrize("family", ["resnet", "mobilenetv2", "squeezenet", "flatten_fc"])
-def test_family_analyses_for_darkside(zoo_model, family: str) -> None:  # noqa: F811
+def test_family_analyses_for_darkside(zoo_model, family: str) -> None:
     imported = load_model(zoo_model(family, "torchscript"))
     plan = plan_for_target(imported.model, get_target("darkside"))
     assert all(p.policy is Policy.CONTIGUOUS for p in plan.searchable)

@@ -38,11 +38,7 @@ def _conv_geometry(module: nn.Module, input_shape: tuple[int, int, int]) -> list
 
         return record
 
-    handles = [
-        m.register_forward_hook(hook(name))
-        for name, m in module.named_modules()
-        if isinstance(m, nn.Conv2d)
-    ]
+    handles = [m.register_forward_hook(hook(name)) for name, m in module.named_modules() if isinstance(m, nn.Conv2d)]
     with torch.no_grad():
         module.eval()(torch.zeros(1, *input_shape))
     for h in handles:
@@ -50,9 +46,7 @@ def _conv_geometry(module: nn.Module, input_shape: tuple[int, int, int]) -> list
     return rows
 
 
-@pytest.mark.parametrize(
-    ("name", "convs"), [("resnet8", 9), ("resnet20", 21)], ids=["resnet8", "resnet20"]
-)
+@pytest.mark.parametrize(("name", "convs"), [("resnet8", 9), ("resnet20", 21)], ids=["resnet8", "resnet20"])
 def test_resnet_has_stem_block_and_shortcut_convs(name: str, convs: int) -> None:
     rows = _conv_geometry(build(name, 10, 3), INPUT_SHAPE)
     assert len(rows) == convs
@@ -154,10 +148,30 @@ def test_unknown_model_name_lists_the_known_ones() -> None:
         build("resnet21", 10, 3)
 
 
-def test_train_default_trains_any_zoo_network_and_names_the_output_after_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_train_default_trains_any_zoo_network_and_names_the_output_after_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     from odimo.models import train_default
 
     path = tmp_path / "mbv1.onnx"
-    assert train_default.main(["--arch", "mobilenetv1_025", "--data", "synthetic", "--epochs", "1", "--max-steps", "2", "--threads", "1", "-o", str(path)]) == 0
+    assert (
+        train_default.main(
+            [
+                "--arch",
+                "mobilenetv1_025",
+                "--data",
+                "synthetic",
+                "--epochs",
+                "1",
+                "--max-steps",
+                "2",
+                "--threads",
+                "1",
+                "-o",
+                str(path),
+            ]
+        )
+        == 0
+    )
     assert "mobilenetv1_025 on synthetic" in capsys.readouterr().out
     assert sum(node.op_type == "Conv" for node in onnx.load(str(path)).graph.node) == 27

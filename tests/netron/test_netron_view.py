@@ -19,7 +19,8 @@ from types import ModuleType
 import pytest
 
 import builders
-from odimo.compiler.pipeline import CompileOptions, compile
+from odimo.compiler import pipeline
+from odimo.compiler.pipeline import CompileOptions
 
 HERE = Path(__file__).parent
 MAPPING = HERE / "residual_add_split.mapping.json"  # conv1 split digital/analog, the rest digital
@@ -43,7 +44,9 @@ def split_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """residual_add compiled for diana (QDQ) with conv1 split across digital and analog."""
     folder = tmp_path_factory.mktemp("netron")
     source = builders.save(builders.residual_add(), folder / "residual_add.onnx")
-    result = compile(source, CompileOptions(target="diana", mapping=str(MAPPING), output=folder / "residual_add.diana.onnx"))
+    result = pipeline.compile(
+        source, CompileOptions(target="diana", mapping=str(MAPPING), output=folder / "residual_add.diana.onnx")
+    )
     return result.paths.model
 
 

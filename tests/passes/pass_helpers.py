@@ -2,7 +2,7 @@
 
 A pass test builds its input like the pipeline does (canonicalize, then strict shape inference),
 runs one pass, and compares onnxruntime outputs before and after on the seeded probes of
-`odimo.compiler.verify` (graph optimizations off, so the graph itself is tested).
+`odimo.ir.verify` (graph optimizations off, so the graph itself is tested).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from onnx import numpy_helper
 import builders
 from builders import GraphBuilder
 from odimo.compiler.canonicalize import canonicalize
-from odimo.compiler.plan import Policy, TargetPlan, plan_for_target
-from odimo.compiler.verify import probe_inputs, run, session
+from odimo.targets.plan import Policy, TargetPlan, plan_for_target
+from odimo.ir.verify import probe_inputs, run, session
 from odimo.targets import get_target
 from odimo.targets.mapping import Mapping, validate_mapping
 
@@ -100,7 +100,9 @@ def plan_of(model: onnx.ModelProto, target: str) -> TargetPlan:
 def mapping_of(plan: TargetPlan, searchable: AnyMapping[str, tuple[str, ...]]) -> Mapping:
     """A validated mapping: `searchable` gives the CUs of searched layers, fixed layers are implied."""
     target = plan.target
-    return validate_mapping(Mapping(target.name, dict(searchable)), plan.analysis.geometries, target, plan.contiguous_layers)
+    return validate_mapping(
+        Mapping(target.name, dict(searchable)), plan.analysis.geometries, target, plan.contiguous_layers
+    )
 
 
 def prefix(counts: AnyMapping[str, int]) -> tuple[str, ...]:

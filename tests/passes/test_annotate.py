@@ -6,12 +6,15 @@ import onnx
 import pytest
 
 import builders
-from odimo.compiler.verify import session
+from odimo.ir.verify import session
 from odimo.passes.annotate import NodeNote, annotate
 from pass_helpers import run_pure, assert_same_outputs, canonical, node
 
 NOTES = {
-    "conv2": NodeNote({"odimo.source_node": "conv2", "odimo.cu": "analog", "odimo.channels": "0-3,7"}, "conv2 → analog (ternary): 5 of 8 channels"),
+    "conv2": NodeNote(
+        {"odimo.source_node": "conv2", "odimo.cu": "analog", "odimo.channels": "0-3,7"},
+        "conv2 → analog (ternary): 5 of 8 channels",
+    ),
     "relu1": NodeNote({"odimo.cu": "host"}),
     "not-a-node": NodeNote({"odimo.cu": "digital"}),
 }
@@ -36,7 +39,11 @@ def test_metadata_is_written_with_sorted_keys(model) -> None:
     result = run_annotate(model)
     assert result.changed and result.report == {"nodes_annotated": 2}
     conv2 = node(result.model, "conv2")
-    assert props(conv2.metadata_props) == [("odimo.channels", "0-3,7"), ("odimo.cu", "analog"), ("odimo.source_node", "conv2")]
+    assert props(conv2.metadata_props) == [
+        ("odimo.channels", "0-3,7"),
+        ("odimo.cu", "analog"),
+        ("odimo.source_node", "conv2"),
+    ]
     assert conv2.doc_string == "conv2 → analog (ternary): 5 of 8 channels"
     assert props(node(result.model, "relu1").metadata_props) == [("odimo.cu", "host")]
     assert node(result.model, "relu1").doc_string == ""
@@ -64,9 +71,14 @@ def test_onnxruntime_sees_the_model_metadata(model) -> None:
 
 def test_existing_metadata_is_kept_and_updated(model) -> None:
     first = run_annotate(model).model
-    again = run_annotate(first, {"conv2": NodeNote({"odimo.cu": "digital", "odimo.cycles": "12"})}, {"odimo.seed": "0"}, DOC).model
+    again = run_annotate(
+        first, {"conv2": NodeNote({"odimo.cu": "digital", "odimo.cycles": "12"})}, {"odimo.seed": "0"}, DOC
+    ).model
     assert props(node(again, "conv2").metadata_props) == [
-        ("odimo.channels", "0-3,7"), ("odimo.cu", "digital"), ("odimo.cycles", "12"), ("odimo.source_node", "conv2"),
+        ("odimo.channels", "0-3,7"),
+        ("odimo.cu", "digital"),
+        ("odimo.cycles", "12"),
+        ("odimo.source_node", "conv2"),
     ]
     assert node(again, "conv2").doc_string == NOTES["conv2"].doc  # a note without doc keeps the old one
     assert dict(props(again.metadata_props)) == {**PROPS, "odimo.seed": "0"}

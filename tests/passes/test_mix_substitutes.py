@@ -11,7 +11,7 @@ import pytest
 
 from odimo.passes.mix_substitutes import diagonal_substitutes, mix_substitutes
 from odimo.passes.set_weights import set_weights
-from odimo.passes.split_layers import Substitute
+from odimo.ir.records import Substitute
 from pass_helpers import assert_same_outputs, canonical, check, darkside_chain, initializer, plan_of, prefix
 
 LAYERS = ("c1", "c2")
@@ -59,7 +59,13 @@ def test_mixed_layer_nodes_and_initializers(chain) -> None:
     assert result.report == {"layers_mixed": 1}
     nodes = {n.name: n for n in result.model.graph.node}
     assert len(result.model.graph.node) == len(chain.graph.node) + 4
-    assert [nodes[n].op_type for n in ("c1", "c1/dw", "c1/mask_conv", "c1/mask_dw", "c1/mix")] == ["Conv", "Conv", "Mul", "Mul", "Add"]
+    assert [nodes[n].op_type for n in ("c1", "c1/dw", "c1/mask_conv", "c1/mask_dw", "c1/mix")] == [
+        "Conv",
+        "Conv",
+        "Mul",
+        "Mul",
+        "Add",
+    ]
     assert list(nodes["c1"].output) == ["c1/conv"] and list(nodes["c1/mix"].output) == ["c1"]
     assert next(a.i for a in nodes["c1/dw"].attribute if a.name == "group") == 8
     np.testing.assert_array_equal(initializer(result.model, "c1/mask").reshape(-1), [1, 1, 1, 1, 1, 0, 0, 0])
@@ -76,7 +82,9 @@ def test_mixed_model_equals_the_dense_diagonal_model(chain, dwe: int) -> None:
 
 def test_trained_substitute_weights_are_used(chain) -> None:
     rng = np.random.default_rng(1)
-    substitutes = {"c2": Substitute("dwe", rng.normal(size=(8, 1, 3, 3)).astype(np.float32), rng.normal(size=8).astype(np.float32))}
+    substitutes = {
+        "c2": Substitute("dwe", rng.normal(size=(8, 1, 3, 3)).astype(np.float32), rng.normal(size=8).astype(np.float32))
+    }
     assignment = {"c1": prefix({"cluster": 8}), "c2": prefix({"cluster": 1, "dwe": 7})}
     result = mix(chain, assignment, substitutes)
     assert_same_outputs(dense_equivalent(chain, assignment, substitutes), result.model)

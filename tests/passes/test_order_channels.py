@@ -10,10 +10,19 @@ import numpy as np
 import pytest
 
 import builders
-from odimo.compiler.errors import PassError
+from odimo.ir.errors import PassError
 from odimo.passes.order_channels import order_channels
 from odimo.passes.reorder_channels import reorder_channels
-from pass_helpers import assert_same_outputs, canonical, check, darkside_chain, host_branch_add, mapping_of, plan_of, prefix
+from pass_helpers import (
+    assert_same_outputs,
+    canonical,
+    check,
+    darkside_chain,
+    host_branch_add,
+    mapping_of,
+    plan_of,
+    prefix,
+)
 
 ALTERNATING = ("analog", "digital") * 4  # stable CU sort: digital 1,3,5,7 then analog 0,2,4,6
 SORTED = np.array([1, 3, 5, 7, 0, 2, 4, 6])
@@ -62,7 +71,9 @@ def test_prefix_assignments_give_the_identity(target: str) -> None:
     model = canonical(builders.residual_add())
     plan = plan_of(model, target)
     first, second = plan.target.cus
-    mapping = mapping_of(plan, {p.name: prefix({first: 3, second: p.layer.geometry.c_out - 3}) for p in plan.searchable})
+    mapping = mapping_of(
+        plan, {p.name: prefix({first: 3, second: p.layer.geometry.c_out - 3}) for p in plan.searchable}
+    )
     order = order_channels(plan, mapping.layers)
     assert order.perms == {}
     result = reorder_channels(model, plan.analysis.coupling, order)

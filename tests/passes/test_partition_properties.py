@@ -19,15 +19,14 @@ import torch
 import builders
 from odimo.compiler.importer import load_model
 from odimo.compiler.pipeline import emit_graphs, initial_substitutes, transform
-from odimo.compiler.verify import compare, probe_inputs
+from odimo.ir.verify import compare, probe_inputs
 from odimo.models.export import export_onnx
 from odimo.models.zoo import build
 from pass_helpers import canonical, darkside_chain, host_branch_add, plan_of, random_mapping, tied_branches
 
 try:
     from zoo.families import FAMILIES
-    from zoo.fixtures import zoo_model  # noqa: F401  (importing registers the fixture)
-except Exception as exc:  # noqa: BLE001 - tests/zoo is work in progress elsewhere; run once it imports
+except Exception as exc:  # tests/zoo is work in progress elsewhere; run once it imports
     FAMILIES, _ZOO_MISSING = {"zoo": None}, f"tests/zoo is not importable: {exc}"
 
     @pytest.fixture(scope="session")
@@ -37,13 +36,23 @@ except Exception as exc:  # noqa: BLE001 - tests/zoo is work in progress elsewhe
 
 TARGETS = ("diana", "darkside")
 EXAMPLES = 20
-GRAPHS = {**builders.SMALL_GRAPHS, "darkside_chain": darkside_chain, "host_branch_add": host_branch_add, "tied_branches": tied_branches}
+GRAPHS = {
+    **builders.SMALL_GRAPHS,
+    "darkside_chain": darkside_chain,
+    "host_branch_add": host_branch_add,
+    "tied_branches": tied_branches,
+}
 ZOO_EXAMPLES = 8
 # Reference networks at their real width (darkside_seed: 22.7 M weights), so few examples each;
 # MobileNets have no Darkside-searchable layer, darkside_seed exists for Darkside.
 REFERENCE = (
-    ("resnet8", "diana"), ("resnet8", "darkside"), ("resnet20", "diana"), ("resnet20", "darkside"),
-    ("mobilenetv1_025", "diana"), ("mobilenetv1_100", "diana"), ("darkside_seed", "darkside"),
+    ("resnet8", "diana"),
+    ("resnet8", "darkside"),
+    ("resnet20", "diana"),
+    ("resnet20", "darkside"),
+    ("mobilenetv1_025", "diana"),
+    ("mobilenetv1_100", "diana"),
+    ("darkside_seed", "darkside"),
 )
 REFERENCE_EXAMPLES = 2
 REFERENCE_INPUT = (3, 16, 16)
@@ -60,7 +69,9 @@ def check_random_mappings(model: onnx.ModelProto, target: str, examples: int, pr
         emitted = emit_graphs(model, plan, mapping, "qdq", substitutes)
         checks = {
             "float partition vs reference": compare(transformed.reference, transformed.partitioned, probes),
-            "fake-quantized partition vs its reference": compare(emitted.transformed.reference, emitted.transformed.partitioned, probes),
+            "fake-quantized partition vs its reference": compare(
+                emitted.transformed.reference, emitted.transformed.partitioned, probes
+            ),
             "QDQ vs its float partition": compare(emitted.transformed.partitioned, emitted.main, probes),
         }
         failed = {what: c for what, c in checks.items() if not c.passed}
@@ -79,7 +90,7 @@ def test_random_mappings_keep_small_graphs_exact(name: str, target: str) -> None
 def test_random_mappings_keep_zoo_families_exact(zoo_model, family: str, target: str) -> None:
     try:
         path = zoo_model(family, "torchscript")
-    except Exception as exc:  # noqa: BLE001 - the zoo's own tests report export failures
+    except Exception as exc:  # the zoo's own tests report export failures
         pytest.skip(f"zoo family '{family}' does not export: {exc}")
     model = load_model(path).model
     check_random_mappings(model, target, ZOO_EXAMPLES, probe_inputs(model, seed=0))

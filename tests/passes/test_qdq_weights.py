@@ -6,12 +6,23 @@ import numpy as np
 import pytest
 
 import builders
-from odimo.compiler.errors import PassError
+from odimo.ir.errors import PassError
 from odimo.compiler.pipeline import emit_graphs, initial_substitutes
 from odimo.passes.qdq_weights import qdq_weights
 from odimo.passes.set_weights import set_weights
 from odimo.targets.quantization import WeightFormat, quantize
-from pass_helpers import run_pure, assert_same_outputs, canonical, check, darkside_chain, initializer, mapping_of, node, plan_of, prefix
+from pass_helpers import (
+    run_pure,
+    assert_same_outputs,
+    canonical,
+    check,
+    darkside_chain,
+    initializer,
+    mapping_of,
+    node,
+    plan_of,
+    prefix,
+)
 
 LAYERS = ("conv1", "conv2", "fc")
 
@@ -43,7 +54,9 @@ def test_qdq_model_equals_the_float_model_with_dequantized_weights(model, fmt: W
         assert codes.dtype == np.int8
         np.testing.assert_array_equal(codes, q.codes)
         np.testing.assert_array_equal(initializer(result.model, f"{name}.weight/scale"), q.step)
-        np.testing.assert_array_equal(initializer(result.model, f"{name}.weight/zero_point"), np.zeros(len(q.step), np.int8))
+        np.testing.assert_array_equal(
+            initializer(result.model, f"{name}.weight/zero_point"), np.zeros(len(q.step), np.int8)
+        )
     if fmt is WeightFormat.TERNARY:
         assert set(np.unique(initializer(result.model, "conv2.weight/q"))) <= {-1, 0, 1}
 
@@ -62,12 +75,25 @@ def test_each_layer_reads_its_own_dequantize_node(model) -> None:
     assert not {f"{name}.weight" for name in LAYERS} & {i.name for i in result.model.graph.initializer}
 
 
-@pytest.mark.parametrize(("target", "layers", "sublayers"), [
-    ("diana", {"conv1": prefix({"analog": 8}), "conv2": ("analog", "digital") * 4, "fc": prefix({"digital": 1, "analog": 3})},
-     ["conv1/analog", "conv2/digital", "conv2/analog", "fc/digital", "fc/analog"]),
-    ("darkside", {"c1": prefix({"cluster": 5, "dwe": 3}), "c2": prefix({"dwe": 8})},
-     ["stem/cluster", "c1/cluster", "c1/dwe", "c2/dwe", "fc/cluster"]),
-])
+@pytest.mark.parametrize(
+    ("target", "layers", "sublayers"),
+    [
+        (
+            "diana",
+            {
+                "conv1": prefix({"analog": 8}),
+                "conv2": ("analog", "digital") * 4,
+                "fc": prefix({"digital": 1, "analog": 3}),
+            },
+            ["conv1/analog", "conv2/digital", "conv2/analog", "fc/digital", "fc/analog"],
+        ),
+        (
+            "darkside",
+            {"c1": prefix({"cluster": 5, "dwe": 3}), "c2": prefix({"dwe": 8})},
+            ["stem/cluster", "c1/cluster", "c1/dwe", "c2/dwe", "fc/cluster"],
+        ),
+    ],
+)
 def test_partitioned_model_gets_one_dequantize_per_sublayer(target: str, layers, sublayers: list[str]) -> None:
     model = canonical(builders.conv_bn_relu() if target == "diana" else darkside_chain())
     plan = plan_of(model, target)
@@ -75,10 +101,15 @@ def test_partitioned_model_gets_one_dequantize_per_sublayer(target: str, layers,
     emitted = emit_graphs(model, plan, mapping, "qdq", initial_substitutes(model, plan, mapping))
     check(emitted.main)
     assert_same_outputs(emitted.transformed.partitioned, emitted.main)
-    assert sorted(n.name for n in emitted.main.graph.node if n.op_type == "DequantizeLinear") == sorted(f"{s}/dequant" for s in sublayers)
+    assert sorted(n.name for n in emitted.main.graph.node if n.op_type == "DequantizeLinear") == sorted(
+        f"{s}/dequant" for s in sublayers
+    )
     for sub in sublayers:
         weight = node(emitted.main, sub).input[1]
-        assert weight.endswith("/dequantized") and initializer(emitted.main, weight.replace("/dequantized", "/q")).dtype == np.int8
+        assert (
+            weight.endswith("/dequantized")
+            and initializer(emitted.main, weight.replace("/dequantized", "/q")).dtype == np.int8
+        )
 
 
 def test_float_weights_are_refused(model) -> None:

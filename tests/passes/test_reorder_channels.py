@@ -8,7 +8,17 @@ import pytest
 import builders
 from odimo.passes.order_channels import ChannelOrder, order_channels
 from odimo.passes.reorder_channels import reorder_channels
-from pass_helpers import assert_same_outputs, canonical, check, initializer, mapping_of, node, plan_of, prefix, tied_branches
+from pass_helpers import (
+    assert_same_outputs,
+    canonical,
+    check,
+    initializer,
+    mapping_of,
+    node,
+    plan_of,
+    prefix,
+    tied_branches,
+)
 
 ALTERNATING = ("analog", "digital") * 4
 P = np.array([1, 3, 5, 7, 0, 2, 4, 6])  # the stable CU sort of ALTERNATING
@@ -61,7 +71,9 @@ def test_concat_consumer_gets_a_block_diagonal_permutation() -> None:
     e3 = prefix({"analog": 2, "digital": 8})  # digital 2..9 then 0,1
     result = reorder(model, {"e1": e1, "e3": e3})
     columns = np.concatenate([[1, 3, 4, 0, 2, 5], 6 + np.array([2, 3, 4, 5, 6, 7, 8, 9, 0, 1])])
-    np.testing.assert_array_equal(initializer(result.model, "head.weight"), initializer(model, "head.weight")[:, columns])
+    np.testing.assert_array_equal(
+        initializer(result.model, "head.weight"), initializer(model, "head.weight")[:, columns]
+    )
     assert result.report["spaces_permuted"] == 2
 
 
@@ -86,7 +98,9 @@ def test_shared_initializer_is_copied_for_the_permuted_node() -> None:
     result = reorder(model, {"conv_a": ALTERNATING})
     assert list(node(result.model, "conv_a").input) == ["x", "conv_a.weight@conv_a", "conv_a.bias@conv_a"]
     assert list(node(result.model, "conv_b").input) == ["x", "conv_a.weight", "conv_a.bias"]
-    np.testing.assert_array_equal(initializer(result.model, "conv_a.weight@conv_a"), initializer(model, "conv_a.weight")[P])
+    np.testing.assert_array_equal(
+        initializer(result.model, "conv_a.weight@conv_a"), initializer(model, "conv_a.weight")[P]
+    )
     np.testing.assert_array_equal(initializer(result.model, "conv_a.weight"), initializer(model, "conv_a.weight"))
 
 

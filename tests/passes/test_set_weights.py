@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 
 import builders
-from odimo.compiler.errors import PassError
+from odimo.ir.errors import PassError
 from odimo.passes.set_weights import set_weights
 from pass_helpers import run_pure, ATOL, RTOL, assert_same_outputs, canonical, initializer, node, outputs, tied_branches
 
 
-def write(model, weights, biases={}, constants={}):
-    return run_pure(set_weights, model, weights, biases, constants)
+def write(model, weights, biases=None, constants=None):
+    return run_pure(
+        set_weights, model, weights, {} if biases is None else biases, {} if constants is None else constants
+    )
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +76,9 @@ def test_unknown_or_misshapen_constant_is_refused() -> None:
 
 
 def test_wrong_shape_is_refused(model) -> None:
-    with pytest.raises(PassError, match=r"new weight of 'conv2' has shape \(8, 8, 1, 1\), the graph's \(8, 8, 3, 3\)") as err:
+    with pytest.raises(
+        PassError, match=r"new weight of 'conv2' has shape \(8, 8, 1, 1\), the graph's \(8, 8, 3, 3\)"
+    ) as err:
         set_weights(model, {"conv2": np.zeros((8, 8, 1, 1), np.float32)})
     assert err.value.code == "E320"
     with pytest.raises(PassError, match=r"new bias of 'fc' has shape \(5,\)"):

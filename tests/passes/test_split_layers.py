@@ -9,14 +9,26 @@ from builders import GraphBuilder
 from odimo.passes.mix_substitutes import diagonal_substitutes, mix_substitutes
 from odimo.passes.order_channels import order_channels
 from odimo.passes.reorder_channels import reorder_channels
-from odimo.passes.split_layers import Substitute, split_layers
-from pass_helpers import assert_same_outputs, canonical, check, darkside_chain, initializer, mapping_of, node, plan_of, prefix, tied_branches
+from odimo.passes.split_layers import split_layers
+from odimo.ir.records import Substitute
+from pass_helpers import (
+    assert_same_outputs,
+    canonical,
+    check,
+    darkside_chain,
+    initializer,
+    mapping_of,
+    node,
+    plan_of,
+    prefix,
+    tied_branches,
+)
 
 
-def split(model, plan, layers, substitutes={}):
+def split(model, plan, layers, substitutes=None):
     """split_layers on `model` with the mapping `layers`, after checking the input stays untouched."""
     before = model.SerializeToString()
-    result = split_layers(model, plan, layers, substitutes)
+    result = split_layers(model, plan, layers, {} if substitutes is None else substitutes)
     assert model.SerializeToString() == before, "the input model was modified"
     check(result.model)
     return result
@@ -29,15 +41,34 @@ def attribute(n, name):
 def test_diana_prefix_split_names_sublayers_concat_and_initializers() -> None:
     model = canonical(builders.conv_bn_relu())
     plan = plan_of(model, "diana")
-    mapping = mapping_of(plan, {"conv1": prefix({"analog": 8}), "conv2": prefix({"digital": 3, "analog": 5}), "fc": prefix({"digital": 4})})
+    mapping = mapping_of(
+        plan,
+        {"conv1": prefix({"analog": 8}), "conv2": prefix({"digital": 3, "analog": 5}), "fc": prefix({"digital": 4})},
+    )
     result = split(model, plan, mapping.layers)
     assert_same_outputs(model, result.model)
-    assert result.changed and result.report == {"layers_split": 1, "sublayers": 2, "layers_renamed": 2, "substituted": 0}
+    assert result.changed and result.report == {
+        "layers_split": 1,
+        "sublayers": 2,
+        "layers_renamed": 2,
+        "substituted": 0,
+    }
     assert [n.name for n in result.model.graph.node] == [
-        "conv1/analog", "relu1", "conv2/digital", "conv2/analog", "conv2/concat", "gap", "flatten", "fc/digital",
+        "conv1/analog",
+        "relu1",
+        "conv2/digital",
+        "conv2/analog",
+        "conv2/concat",
+        "gap",
+        "flatten",
+        "fc/digital",
     ]
     concat = node(result.model, "conv2/concat")
-    assert concat.op_type == "Concat" and list(concat.input) == ["conv2/digital", "conv2/analog"] and list(concat.output) == ["conv2"]
+    assert (
+        concat.op_type == "Concat"
+        and list(concat.input) == ["conv2/digital", "conv2/analog"]
+        and list(concat.output) == ["conv2"]
+    )
     assert attribute(concat, "axis").i == 1
     weight, bias = initializer(model, "conv2.weight"), initializer(model, "conv2.bias")
     np.testing.assert_array_equal(initializer(result.model, "conv2.weight/digital"), weight[:3])
@@ -63,7 +94,9 @@ def test_reorder_then_split_keeps_an_interleaved_assignment_exact() -> None:
 def test_fixed_and_host_layers_are_renamed_whole() -> None:
     model = canonical(builders.depthwise_grouped())
     plan = plan_of(model, "diana")
-    mapping = mapping_of(plan, {"pw1": prefix({"digital": 8}), "pw2": prefix({"analog": 8}), "fc": prefix({"digital": 4})})
+    mapping = mapping_of(
+        plan, {"pw1": prefix({"digital": 8}), "pw2": prefix({"analog": 8}), "fc": prefix({"digital": 4})}
+    )
     result = split(model, plan, mapping.layers)
     assert_same_outputs(model, result.model)
     renamed = [n.name for n in result.model.graph.node if n.op_type in ("Conv", "Gemm")]
@@ -76,7 +109,10 @@ def test_layer_without_bias_gets_zero_biases_per_sublayer() -> None:
     del node(source, "conv2").input[2]
     model = canonical(source)
     plan = plan_of(model, "diana")
-    mapping = mapping_of(plan, {"conv1": prefix({"digital": 8}), "conv2": prefix({"digital": 2, "analog": 6}), "fc": prefix({"digital": 4})})
+    mapping = mapping_of(
+        plan,
+        {"conv1": prefix({"digital": 8}), "conv2": prefix({"digital": 2, "analog": 6}), "fc": prefix({"digital": 4})},
+    )
     result = split(model, plan, mapping.layers)
     assert_same_outputs(model, result.model)
     np.testing.assert_array_equal(initializer(result.model, "conv2/bias/digital"), np.zeros(2, np.float32))
@@ -88,10 +124,16 @@ def test_tied_layers_get_sublayer_initializers_of_their_own() -> None:
     model = canonical(tied_branches())
     plan = plan_of(model, "diana")
     layers = {p.name: prefix({"digital": p.layer.geometry.c_out}) for p in plan.searchable}
-    mapping = mapping_of(plan, {**layers, "conv_a": prefix({"digital": 3, "analog": 5}), "conv_b": prefix({"digital": 6, "analog": 2})})
+    mapping = mapping_of(
+        plan, {**layers, "conv_a": prefix({"digital": 3, "analog": 5}), "conv_b": prefix({"digital": 6, "analog": 2})}
+    )
     result = split(model, plan, mapping.layers)
     assert_same_outputs(model, result.model)
-    assert list(node(result.model, "conv_b/analog").input) == ["x", "conv_a.weight@conv_b/analog", "conv_a.bias@conv_b/analog"]
+    assert list(node(result.model, "conv_b/analog").input) == [
+        "x",
+        "conv_a.weight@conv_b/analog",
+        "conv_a.bias@conv_b/analog",
+    ]
     weight = initializer(model, "conv_a.weight")
     np.testing.assert_array_equal(initializer(result.model, "conv_a.weight@conv_a/analog"), weight[3:])
     np.testing.assert_array_equal(initializer(result.model, "conv_a.weight@conv_b/analog"), weight[6:])
@@ -106,7 +148,18 @@ def test_darkside_split_slices_the_dwe_input_and_matches_the_mixed_reference() -
     assert_same_outputs(mix_substitutes(model, mapping.layers, substitutes).model, result.model)
     assert result.report == {"layers_split": 1, "sublayers": 3, "layers_renamed": 2, "substituted": 1}
     assert [n.name for n in result.model.graph.node] == [
-        "stem/cluster", "stem_relu", "c1/cluster", "c1/dwe/slice", "c1/dwe", "c1/concat", "relu1", "c2/dwe", "relu2", "gap", "flatten", "fc/cluster",
+        "stem/cluster",
+        "stem_relu",
+        "c1/cluster",
+        "c1/dwe/slice",
+        "c1/dwe",
+        "c1/concat",
+        "relu1",
+        "c2/dwe",
+        "relu2",
+        "gap",
+        "flatten",
+        "fc/cluster",
     ]
     sliced = node(result.model, "c1/dwe/slice")
     assert [initializer(result.model, name).tolist() for name in sliced.input[1:]] == [[5], [8], [1]]
@@ -132,7 +185,9 @@ def test_substitute_weights_are_the_ones_given() -> None:
     model = canonical(darkside_chain())
     plan = plan_of(model, "darkside")
     rng = np.random.default_rng(0)
-    substitute = Substitute("dwe", rng.normal(size=(8, 1, 3, 3)).astype(np.float32), rng.normal(size=8).astype(np.float32))
+    substitute = Substitute(
+        "dwe", rng.normal(size=(8, 1, 3, 3)).astype(np.float32), rng.normal(size=8).astype(np.float32)
+    )
     mapping = mapping_of(plan, {"c1": prefix({"cluster": 2, "dwe": 6}), "c2": prefix({"cluster": 8})})
     result = split(model, plan, mapping.layers, {"c1": substitute})
     assert_same_outputs(mix_substitutes(model, mapping.layers, {"c1": substitute}).model, result.model)

@@ -9,7 +9,9 @@ import onnx
 import pytest
 import torch
 
-from odimo.compiler.importer import ImportedModel, load_model
+from odimo.compiler.importer import load_model
+
+from odimo.ir.records import ImportedModel
 
 Importer = Callable[[onnx.ModelProto, str], ImportedModel]
 

@@ -20,8 +20,8 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from builders import SMALL_GRAPHS, GraphBuilder, append_node, tensor_info
-from odimo.compiler.importer import ImportedModel
-from odimo.compiler.verify import session
+from odimo.ir.records import ImportedModel
+from odimo.ir.verify import session
 from odimo.models.export import export_onnx
 from odimo.models.zoo import MODELS, build
 from odimo.passes.set_weights import set_weights
@@ -29,7 +29,7 @@ from odimo.retrain.bridge import LayerModule, OnnxModule
 from torch_helpers import randomize_batchnorm
 from zoo.export import EXPORTERS
 from zoo.families import FAMILIES
-from zoo.fixtures import ZooModel, zoo_model  # noqa: F401  (importing registers the fixture)
+from zoo.fixtures import ZooModel
 
 MAX_ABS_DIFF = 1e-5
 Importer = Callable[[onnx.ModelProto, str], ImportedModel]  # the `imported` fixture (conftest.py)
@@ -78,8 +78,12 @@ def test_bridge_matches_onnxruntime_on_small_graph(name: str, imported: Importer
     assert _max_diff_to_onnxruntime(imported(SMALL_GRAPHS[name](), name), (1, 3)) <= MAX_ABS_DIFF
 
 
-@pytest.mark.parametrize(("family", "exporter"), [pytest.param(f, e, id=f"{f}-{e}") for f in FAMILIES for e in EXPORTERS])
-def test_bridge_matches_onnxruntime_on_zoo_family(zoo_model: ZooModel, family: str, exporter: str, imported: Importer) -> None:  # noqa: F811
+@pytest.mark.parametrize(
+    ("family", "exporter"), [pytest.param(f, e, id=f"{f}-{e}") for f in FAMILIES for e in EXPORTERS]
+)
+def test_bridge_matches_onnxruntime_on_zoo_family(
+    zoo_model: ZooModel, family: str, exporter: str, imported: Importer
+) -> None:
     model = onnx.load(str(zoo_model(family, exporter)))
     assert _max_diff_to_onnxruntime(imported(model, f"{family}-{exporter}"), (1, 3)) <= MAX_ABS_DIFF
 
@@ -151,12 +155,18 @@ def test_set_weights_after_a_training_step_gives_the_torch_module(name: str, imp
     layers = [m for m in module.modules() if isinstance(m, LayerModule)]
     weights = {m.node_name: m.weight.detach().numpy() for m in layers}
     biases = {m.node_name: m.bias.detach().numpy() for m in layers if m.has_bias}
-    constants = {name: getattr(module, attr).detach().numpy() for name, attr in module.const_names.items() if isinstance(getattr(module, attr), nn.Parameter)}
+    constants = {
+        name: getattr(module, attr).detach().numpy()
+        for name, attr in module.const_names.items()
+        if isinstance(getattr(module, attr), nn.Parameter)
+    }
     result = set_weights(model, weights, biases, constants)
 
     written = result.model
     onnx.checker.check_model(written, full_check=True)
-    assert [(n.name, n.op_type, list(n.input)) for n in written.graph.node] == [(n.name, n.op_type, list(n.input)) for n in model.graph.node]
+    assert [(n.name, n.op_type, list(n.input)) for n in written.graph.node] == [
+        (n.name, n.op_type, list(n.input)) for n in model.graph.node
+    ]
     assert list(written.opset_import) == list(model.opset_import)
     assert result.report == {"weights_set": len(layers), "biases_set": len(biases), "constants_set": len(constants)}
     x = np.random.default_rng(3).random((3, *source.input_shape), dtype=np.float32)
@@ -184,8 +194,15 @@ F32, I64 = np.float32, np.int64
 NO_AXES = np.zeros(0, I64)
 
 
-def one_node(op: str, opset: int = 18, consts: tuple = (), shape: tuple[int, ...] = (4, 7, 9),
-             out_shape: list | None = None, out_type: int = TensorProto.FLOAT, **attrs) -> onnx.ModelProto:
+def one_node(
+    op: str,
+    opset: int = 18,
+    consts: tuple = (),
+    shape: tuple[int, ...] = (4, 7, 9),
+    out_shape: list | None = None,
+    out_type: int = TensorProto.FLOAT,
+    **attrs,
+) -> onnx.ModelProto:
     """x [batch, *shape] -> `op` 'node' (constant inputs `consts` after x, None for an absent one) -> y
 
     The output type comes from shape inference unless `out_shape` is given (GroupNormalization, a
@@ -263,8 +280,11 @@ def _arg_index(op: str, keep: int, last: int) -> onnx.ModelProto:
 
 NEW_OP_CASES = [
     *(case for op in _REDUCTIONS for case in _reduce_cases(op)),
-    *(_case(f"LpPool-p{p}-{name}", lambda p=p, kw=kw: one_node("LpPool", 18, p=p, **kw))
-      for p in (1, 2, 3) for name, kw in LP_POOLS.items()),
+    *(
+        _case(f"LpPool-p{p}-{name}", lambda p=p, kw=kw: one_node("LpPool", 18, p=p, **kw))
+        for p in (1, 2, 3)
+        for name, kw in LP_POOLS.items()
+    ),
     _case("LpPool-13-default-p", lambda: one_node("LpPool", 13, kernel_shape=[2, 2], strides=[2, 2])),
     *(_case(f"GlobalLpPool-p{p}", lambda p=p: one_node("GlobalLpPool", 18, p=p)) for p in (1, 2, 3)),
     *(_case(f"GroupNormalization-21-g{g}", lambda g=g: _group_norm(g)) for g in (1, 2, 4)),
@@ -275,14 +295,19 @@ NEW_OP_CASES = [
     _case("ThresholdedRelu-alpha", lambda: one_node("ThresholdedRelu", 22, alpha=-0.5), "ties"),
     _case("Hardmax-default-axis", lambda: one_node("Hardmax", 13), "ties"),
     *(_case(f"Hardmax-axis{axis}", lambda axis=axis: one_node("Hardmax", 13, axis=axis), "ties") for axis in (1, 2)),
-    *(_case(f"{op}-keep{keep}-last{last}", lambda op=op, keep=keep, last=last: _arg_index(op, keep, last), "ties")
-      for op in ("ArgMax", "ArgMin") for keep in (0, 1) for last in (0, 1)),
+    *(
+        _case(f"{op}-keep{keep}-last{last}", lambda op=op, keep=keep, last=last: _arg_index(op, keep, last), "ties")
+        for op in ("ArgMax", "ArgMin")
+        for keep in (0, 1)
+        for last in (0, 1)
+    ),
 ]
 
 
 @pytest.mark.parametrize(("model", "values"), NEW_OP_CASES)
-def test_bridge_runs_new_op_as_onnxruntime(model: Callable[[], onnx.ModelProto], values: str,
-                                           imported: Importer) -> None:
+def test_bridge_runs_new_op_as_onnxruntime(
+    model: Callable[[], onnx.ModelProto], values: str, imported: Importer
+) -> None:
     _assert_graph_output_matches_onnxruntime(imported(model(), "op").model, values)
 
 
@@ -306,32 +331,60 @@ FIXED_OP_CASES = [
     _case("Selu-attributes", lambda: one_node("Selu", alpha=2.0, gamma=0.5)),
     _case("Slice-negative-steps", lambda: _slice([6, -1], [0, -100], [2, 3], [-1, -2])),
     _case("Slice-positive-step-clamped", lambda: _slice([1], [100], [3], [3])),
-    _case("AveragePool-asymmetric-exclude-pad", lambda: one_node(
-        "AveragePool", kernel_shape=[2, 2], pads=[0, 1, 1, 0])),
-    _case("AveragePool-ceil-include-pad", lambda: one_node(
-        "AveragePool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1, count_include_pad=1)),
-    _case("AveragePool-19-dilated", lambda: one_node(
-        "AveragePool", 19, kernel_shape=[2, 2], dilations=[2, 1], pads=[1, 0, 0, 1])),
-    _case("MaxPool-asymmetric-dilated-ceil", lambda: one_node(
-        "MaxPool", kernel_shape=[3, 2], strides=[2, 2], dilations=[1, 2], pads=[1, 0, 1, 1], ceil_mode=1)),
+    _case(
+        "AveragePool-asymmetric-exclude-pad", lambda: one_node("AveragePool", kernel_shape=[2, 2], pads=[0, 1, 1, 0])
+    ),
+    _case(
+        "AveragePool-ceil-include-pad",
+        lambda: one_node(
+            "AveragePool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1, count_include_pad=1
+        ),
+    ),
+    _case(
+        "AveragePool-19-dilated",
+        lambda: one_node("AveragePool", 19, kernel_shape=[2, 2], dilations=[2, 1], pads=[1, 0, 0, 1]),
+    ),
+    _case(
+        "MaxPool-asymmetric-dilated-ceil",
+        lambda: one_node(
+            "MaxPool", kernel_shape=[3, 2], strides=[2, 2], dilations=[1, 2], pads=[1, 0, 1, 1], ceil_mode=1
+        ),
+    ),
     _case("LRN-size3", lambda: one_node("LRN", size=3, alpha=0.5, beta=0.75, bias=1.5)),
-    *(_case(f"Pad-{mode}", lambda mode=mode: one_node("Pad", 19, (_SPATIAL_PADS,), mode=mode))
-      for mode in ("reflect", "edge", "wrap")),
+    *(
+        _case(f"Pad-{mode}", lambda mode=mode: one_node("Pad", 19, (_SPATIAL_PADS,), mode=mode))
+        for mode in ("reflect", "edge", "wrap")
+    ),
     _case("Pad-constant-crop-and-value", lambda: one_node("Pad", 19, (_CROPPING_PADS, np.array(0.5, F32)))),
     _case("Pad-18-axes", lambda: one_node("Pad", 18, (np.array([1, 2, 2, 1]), None, np.array([2, -1])), mode="edge")),
-    *(_case(f"Resize-linear-{transform}", lambda transform=transform: _resize(
-        [1, 1, 1.5, 0.7], mode="linear", coordinate_transformation_mode=transform)) for transform in _TRANSFORMS),
+    *(
+        _case(
+            f"Resize-linear-{transform}",
+            lambda transform=transform: _resize(
+                [1, 1, 1.5, 0.7], mode="linear", coordinate_transformation_mode=transform
+            ),
+        )
+        for transform in _TRANSFORMS
+    ),
     _case("Resize-linear-sizes-axes", lambda: _resize(sizes=[4, 13], mode="linear", axes=[3, 2])),
-    *(_case(f"Resize-nearest-{transform}-{rounding}", lambda transform=transform, rounding=rounding: _resize(
-        [1, 1, 2, 0.5], coordinate_transformation_mode=transform, nearest_mode=rounding))
-      for transform in _TRANSFORMS for rounding in _ROUNDINGS),
+    *(
+        _case(
+            f"Resize-nearest-{transform}-{rounding}",
+            lambda transform=transform, rounding=rounding: _resize(
+                [1, 1, 2, 0.5], coordinate_transformation_mode=transform, nearest_mode=rounding
+            ),
+        )
+        for transform in _TRANSFORMS
+        for rounding in _ROUNDINGS
+    ),
     _case("Resize-nearest-sizes-axes", lambda: _resize(sizes=[21, 18], axes=[2, 3])),
 ]
 
 
 @pytest.mark.parametrize(("model", "values"), FIXED_OP_CASES)
-def test_bridge_runs_attribute_variants_as_onnxruntime(model: Callable[[], onnx.ModelProto], values: str,
-                                                       imported: Importer) -> None:
+def test_bridge_runs_attribute_variants_as_onnxruntime(
+    model: Callable[[], onnx.ModelProto], values: str, imported: Importer
+) -> None:
     """Ops the bridge ran wrongly before (SpaceToDepth's channel order, Flatten axis >= 2, negative
     Gather indices and Slice steps, asymmetric or ceil_mode pools, wrap pads, Resize modes)."""
     _assert_graph_output_matches_onnxruntime(imported(model(), "op").model, values)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from odimo.compiler.errors import DataError
+from odimo.ir.errors import DataError
 from odimo.retrain.data import (
     CIFAR10_TEST_BATCH,
     CIFAR10_TRAIN_BATCHES,
@@ -303,9 +303,7 @@ def test_fit_repeats_grey_images_across_three_channels_and_pads_28_to_32() -> No
         ((1, 31, 31), (1, 32, 32), "data images are 31x31, the model takes 32x32"),
     ],
 )
-def test_fit_refuses_other_shapes_naming_both(
-    data_shape: tuple, model_shape: tuple, message: str
-) -> None:
+def test_fit_refuses_other_shapes_naming_both(data_shape: tuple, model_shape: tuple, message: str) -> None:
     with pytest.raises(DataError, match=message) as info:
         fit_to_model(_dataset(data_shape), model_shape, 10)
     assert str(data_shape) in info.value.where and str(model_shape) in info.value.where

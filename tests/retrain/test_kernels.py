@@ -83,7 +83,9 @@ def test_a_failing_compiler_warns_once_and_gives_the_eager_numbers(monkeypatch: 
     kernel = kernels._FusedKernel(pact_forward)
     x = _tensors()["fc"]
     bounds = tuple(t.detach() for t in _bounds(True))
-    with pytest.warns(RuntimeWarning, match="torch.compile of pact_forward failed .*no C\\+\\+ compiler.*ODIMO_COMPILE=0"):
+    with pytest.warns(
+        RuntimeWarning, match="torch.compile of pact_forward failed .*no C\\+\\+ compiler.*ODIMO_COMPILE=0"
+    ):
         first = kernel(x, *bounds)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -109,13 +111,18 @@ def _layer(op: str, pads: list[int] | None) -> tuple[LayerModule, torch.Tensor]:
         spec, weight, x = NodeSpec("fc", "Gemm", (), (), {}), rng.normal(size=(8, 5)), torch.randn(3, 5) * 4
     else:
         spec = NodeSpec("conv", "Conv", (), (), {"pads": pads, "strides": [2, 2]})
-        weight, x = rng.normal(size=(8, 4, 3, 3)), (torch.randn(3, 4, 9, 9) * 4).contiguous(memory_format=torch.channels_last)
+        weight, x = (
+            rng.normal(size=(8, 4, 3, 3)),
+            (torch.randn(3, 4, 9, 9) * 4).contiguous(memory_format=torch.channels_last),
+        )
     return LayerModule(spec, weight.astype(np.float32), rng.normal(size=8).astype(np.float32)), x
 
 
 @pytest.mark.parametrize("signed", [False, True])
 @pytest.mark.parametrize(("op", "pads"), [("Conv", [1, 1, 1, 1]), ("Conv", [0, 1, 1, 2]), ("Gemm", None)])
-def test_pact_layer_equals_the_layer_on_pact_output_in_value_and_every_gradient(op: str, pads: list[int] | None, signed: bool) -> None:
+def test_pact_layer_equals_the_layer_on_pact_output_in_value_and_every_gradient(
+    op: str, pads: list[int] | None, signed: bool
+) -> None:
     layer, x = _layer(op, pads)
     act = PactActivation(3.0, signed)
     results = []
@@ -123,8 +130,14 @@ def test_pact_layer_equals_the_layer_on_pact_output_in_value_and_every_gradient(
         for p in (act.clip, layer.weight, layer.bias):
             p.grad = None
         leaf = x.clone().requires_grad_()
-        y = pact_layer(leaf, act.bounds(), layer.weight, layer.bias, layer) if fused else layer.apply(act(leaf), layer.weight, layer.bias)
+        y = (
+            pact_layer(leaf, act.bounds(), layer.weight, layer.bias, layer)
+            if fused
+            else layer.apply(act(leaf), layer.weight, layer.bias)
+        )
         y.backward(torch.linspace(-1, 1, y.numel()).reshape(y.shape))
-        results.append((y.detach(), leaf.grad, act.clip.grad.clone(), layer.weight.grad.clone(), layer.bias.grad.clone()))
+        results.append(
+            (y.detach(), leaf.grad, act.clip.grad.clone(), layer.weight.grad.clone(), layer.bias.grad.clone())
+        )
     for name, plain, fused in zip(("output", "d/dx", "d/dclip", "d/dW", "d/db"), *results, strict=True):
         torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5, msg=name)

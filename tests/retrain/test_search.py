@@ -4,10 +4,11 @@ The task is learnable in a few dozen steps: the class is the colour channel that
 (3 classes on the builders' 4-output heads), which survives the trainer's crop and flip. Images
 are 8x8 (16x16 where a layer geometry needs it), a few hundred of them.
 
-The spec's optimisers fine-tune a trained network: from the builders' random weights, SGD at
-lr 1e-3 (DIANA) and Adam at 1e-4 (Darkside weights) barely move the loss in a few epochs, and Adam
-at 1e-3 needs ~500 steps to move a half-initialised prefix mask by one channel (α from 1 to 0.5). Where a test needs learning to show
-within seconds it scales every learning rate of the trainer's optimisers by FAST_LR (`fast_lr`).
+The spec's optimisers fine-tune a trained network: from the builders' random weights, SGD at lr 1e-3
+(DIANA) and Adam at 1e-4 (Darkside weights) barely move the loss in a few epochs, and Adam at 1e-3
+needs ~500 steps to move a half-initialised prefix mask by one channel (α from 1 to 0.5). Where a
+test needs learning to show within seconds it scales every learning rate of the trainer's optimisers
+by FAST_LR (`fast_lr`).
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from hypothesis.extra import numpy as hnp
 
 from builders import GraphBuilder, conv_bn_relu, residual_add
 from odimo.targets.quantization import FLOOR_GUARD
-from odimo.compiler.errors import TrainingError
-from odimo.compiler.importer import ImportedModel
-from odimo.compiler.plan import Policy, TargetPlan, plan_for_target
+from odimo.ir.errors import TrainingError
+from odimo.ir.records import ImportedModel
+from odimo.targets.plan import Policy, TargetPlan, plan_for_target
 from odimo.retrain import trainer
 from odimo.retrain.data import TrainValSplit
 from odimo.retrain.quantizers import Int8Pow2Weights, PactActivation, TernaryWeights
@@ -137,9 +138,15 @@ def test_search_loss_falls_over_a_few_epochs(target: str, imported: Importer) ->
     assert all(np.isfinite(losses))
 
 
-@pytest.mark.parametrize(("target", "graph"), [("diana", residual_add), ("diana", conv_bn_relu), ("darkside", residual_add)], ids=["diana-residual_add", "diana-conv_bn_relu", "darkside-residual_add"])
+@pytest.mark.parametrize(
+    ("target", "graph"),
+    [("diana", residual_add), ("diana", conv_bn_relu), ("darkside", residual_add)],
+    ids=["diana-residual_add", "diana-conv_bn_relu", "darkside-residual_add"],
+)
 @pytest.mark.parametrize("objective", ["latency", "energy"])
-def test_cost_alone_gives_every_alpha_a_finite_nonzero_gradient(target: str, graph: Callable[[], onnx.ModelProto], objective: str, imported: Importer) -> None:
+def test_cost_alone_gives_every_alpha_a_finite_nonzero_gradient(
+    target: str, graph: Callable[[], onnx.ModelProto], objective: str, imported: Importer
+) -> None:
     supernet = supernet_for(imported, graph(), graph.__name__, target)
     assert supernet.search_names
     supernet.cost(objective).backward()
@@ -170,7 +177,10 @@ def test_large_lambda_moves_diana_channels_to_each_layers_cheaper_cu(imported: I
 
     plain, pushed = channels_on_cheaper_cu(0.0), channels_on_cheaper_cu(0.1)
     assert pushed == {"conv1": 16, "conv2": 16}
-    assert all(pushed[name] >= plain[name] for name in cheaper) and sum(pushed.values()) > sum(plain.values()), (plain, pushed)
+    assert all(pushed[name] >= plain[name] for name in cheaper) and sum(pushed.values()) > sum(plain.values()), (
+        plain,
+        pushed,
+    )
 
 
 def test_large_lambda_moves_darkside_channels_to_the_dwe(imported: Importer, fast_lr: None) -> None:
@@ -202,8 +212,14 @@ def test_prefix_mask_is_a_prefix_of_ones_for_any_alpha(alpha: np.ndarray) -> Non
     assert b[:ones].all() and not b[ones:].any()
 
 
-@pytest.mark.parametrize(("target", "graph"), [("diana", residual_add), ("darkside", residual_add), ("darkside", conv_bn_relu)], ids=["diana-residual_add", "darkside-residual_add", "darkside-conv_bn_relu"])
-def test_contiguous_layers_give_each_cu_one_range_in_cu_order(target: str, graph: Callable[[], onnx.ModelProto], imported: Importer, fast_lr: None) -> None:
+@pytest.mark.parametrize(
+    ("target", "graph"),
+    [("diana", residual_add), ("darkside", residual_add), ("darkside", conv_bn_relu)],
+    ids=["diana-residual_add", "darkside-residual_add", "darkside-conv_bn_relu"],
+)
+def test_contiguous_layers_give_each_cu_one_range_in_cu_order(
+    target: str, graph: Callable[[], onnx.ModelProto], imported: Importer, fast_lr: None
+) -> None:
     supernet = supernet_for(imported, graph(), graph.__name__, target)
     plan: TargetPlan = supernet.plan
     contiguous = [p.name for p in plan.searchable if p.policy is Policy.CONTIGUOUS]
@@ -234,7 +250,14 @@ class Interrupted(Exception):
     [("diana", (0, 2, 0), 2), ("diana", (0, 1, 1), 2), ("diana", (0, 1, 2), 3), ("darkside", (1, 1, 0), 2)],
     ids=["diana-search-search", "diana-search-final", "diana-final-final", "darkside-warmup-search"],
 )
-def test_resume_reaches_the_uninterrupted_state(target: str, epochs: tuple[int, int, int], stop_in_epoch: int, imported: Importer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_reaches_the_uninterrupted_state(
+    target: str,
+    epochs: tuple[int, int, int],
+    stop_in_epoch: int,
+    imported: Importer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     source = imported(residual_add(), "residual_add")
     plan = plan_for_target(source.model, get_target(target))
     data = task(64)
@@ -269,7 +292,9 @@ def test_resume_reaches_the_uninterrupted_state(target: str, epochs: tuple[int, 
     assert [k for k in want if not torch.equal(want[k], have[k])] == []
 
 
-def test_nan_loss_stops_with_e330_naming_where_and_keeps_the_last_checkpoint(imported: Importer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nan_loss_stops_with_e330_naming_where_and_keeps_the_last_checkpoint(
+    imported: Importer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     supernet = supernet_for(imported, residual_add(), "residual_add", "diana")
     cross_entropy, calls = torch.nn.functional.cross_entropy, []
 
@@ -362,7 +387,9 @@ def test_int8_and_ternary_weights_take_at_most_255_and_3_values_per_channel(seed
 
 @given(st.integers(0, 2**31 - 1), st.floats(1e-3, 10.0), st.floats(0.05, 8.0))
 @settings(max_examples=40, deadline=None)
-def test_torch_fake_quant_weights_equal_numpy_quantize_within_one_ulp(seed: int, sd: float, trained_scale: float) -> None:
+def test_torch_fake_quant_weights_equal_numpy_quantize_within_one_ulp(
+    seed: int, sd: float, trained_scale: float
+) -> None:
     w = _weights(seed, sd=sd)
     q8 = Int8Pow2Weights(w)
     with torch.no_grad():

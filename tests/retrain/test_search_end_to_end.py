@@ -20,14 +20,26 @@ import torch
 from builders import residual_add
 from odimo.compiler.cli import compile_main
 from odimo.compiler.importer import load_model
-from odimo.compiler.plan import plan_for_target
-from odimo.compiler.verify import session
+from odimo.targets.plan import plan_for_target
+from odimo.ir.verify import session
 from odimo.retrain.data import fit_to_model, load_dataset
 from odimo.retrain.supernet import Supernet
 from odimo.targets import get_target
 from odimo.targets.mapping import Mapping, load_mapping
 
-SMOKE = ["--data", "synthetic", "--epochs", "0,1,1", "--limit-batches", "2", "--batch-size", "32", "--lambda", "1e-5", "--no-progress"]
+SMOKE = [
+    "--data",
+    "synthetic",
+    "--epochs",
+    "0,1,1",
+    "--limit-batches",
+    "2",
+    "--batch-size",
+    "32",
+    "--lambda",
+    "1e-5",
+    "--no-progress",
+]
 
 
 def _test_images(model_path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -48,7 +60,9 @@ def _supernet_from_checkpoint(model_path: Path, target: str, checkpoint: Path) -
 
 
 @pytest.mark.parametrize(("target", "emit"), [("diana", "qdq"), ("darkside", "float")])
-def test_search_compiles_and_the_onnx_scores_what_training_measured(target: str, emit: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_search_compiles_and_the_onnx_scores_what_training_measured(
+    target: str, emit: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     source = tmp_path / "residual_add.onnx"
     onnx.save(residual_add(), str(source))
     output = tmp_path / f"out.{target}.onnx"
@@ -57,10 +71,18 @@ def test_search_compiles_and_the_onnx_scores_what_training_measured(target: str,
     assert "accuracy:" in capsys.readouterr().out
 
     stem = tmp_path / f"out.{target}"
-    expected_files = {output, Path(f"{stem}.report.json"), Path(f"{stem}.mapping.json"), Path(f"{stem}.split.png"), Path(f"{stem}.ckpt/last.pt")}
+    expected_files = {
+        output,
+        Path(f"{stem}.report.json"),
+        Path(f"{stem}.mapping.json"),
+        Path(f"{stem}.split.png"),
+        Path(f"{stem}.ckpt/last.pt"),
+    }
     if emit == "qdq":
         expected_files.add(Path(f"{stem}.float.onnx"))
-    assert all(f.is_file() and f.stat().st_size > 0 for f in expected_files), sorted(str(f) for f in expected_files if not f.is_file())
+    assert all(f.is_file() and f.stat().st_size > 0 for f in expected_files), sorted(
+        str(f) for f in expected_files if not f.is_file()
+    )
     report = json.loads(Path(f"{stem}.report.json").read_text())
     assert report["emit"] == emit and report["mapping"] == "search"
     assert {"float", "final", "onnx"} <= report["accuracy"].keys()
@@ -75,7 +97,9 @@ def test_search_compiles_and_the_onnx_scores_what_training_measured(target: str,
 
     x, y = _test_images(source)
     sess = session(emitted)
-    onnx_top1 = np.concatenate([sess.run(None, {sess.get_inputs()[0].name: x[k : k + 64]})[0].argmax(1) for k in range(0, len(y), 64)])
+    onnx_top1 = np.concatenate(
+        [sess.run(None, {sess.get_inputs()[0].name: x[k : k + 64]})[0].argmax(1) for k in range(0, len(y), 64)]
+    )
     onnx_accuracy = float((onnx_top1 == y).mean())
     assert onnx_accuracy == pytest.approx(report["accuracy"]["onnx"], abs=1e-12)
     assert abs(report["accuracy"]["onnx"] - report["accuracy"]["final"]) <= 0.005, report["accuracy"]
@@ -92,10 +116,12 @@ def _with_argmax_tail(model: onnx.ModelProto) -> onnx.ModelProto:
     tailed = onnx.ModelProto()
     tailed.CopyFrom(model)
     logits = tailed.graph.output[0].name
-    tailed.graph.node.extend([
-        onnx.helper.make_node("Softmax", [logits], ["probs"], name="softmax", axis=1),
-        onnx.helper.make_node("ArgMax", ["probs"], ["label"], name="argmax", axis=1, keepdims=0),
-    ])
+    tailed.graph.node.extend(
+        [
+            onnx.helper.make_node("Softmax", [logits], ["probs"], name="softmax", axis=1),
+            onnx.helper.make_node("ArgMax", ["probs"], ["label"], name="argmax", axis=1, keepdims=0),
+        ]
+    )
     batch = tailed.graph.output[0].type.tensor_type.shape.dim[0].dim_param
     del tailed.graph.output[:]
     tailed.graph.output.append(onnx.helper.make_tensor_value_info("label", onnx.TensorProto.INT64, [batch]))

@@ -6,7 +6,7 @@ then its 1x1 shortcut conv. Only Conv and Linear layers appear: everything else 
 
 from __future__ import annotations
 
-from odimo.compiler.geometry import LayerGeometry
+from odimo.ir.geometry import LayerGeometry
 
 conv = LayerGeometry.conv
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from odimo.compiler.geometry import LayerGeometry
+from odimo.ir.geometry import LayerGeometry
 from odimo.targets import Role
 from odimo.targets.baselines import build_baseline
 from odimo.targets.darkside import DARKSIDE

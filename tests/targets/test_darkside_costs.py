@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from odimo.compiler.geometry import LayerGeometry
+from odimo.ir.geometry import LayerGeometry
 from odimo.targets import Role
 from odimo.targets.darkside import DARKSIDE
 

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from odimo.compiler.errors import TargetError
-from odimo.compiler.geometry import LayerGeometry
+from odimo.ir.errors import TargetError
+from odimo.ir.geometry import LayerGeometry
 from odimo.targets import Role
 from odimo.targets.baselines import build_baseline
 from odimo.targets.diana import DIANA
@@ -64,9 +64,7 @@ def _implied_unroll(layer: LayerGeometry, c_ana: int, lat_ana: float) -> float:
 def test_layer_costs_match_table_5_1(name, c_dig, c_ana, lat_dig, lat_ana, u, lat_l, energy) -> None:
     layer = LAYERS[name]
     split = {"digital": c_dig, "analog": c_ana}
-    assert DIANA.cu_cycles(layer, split) == pytest.approx(
-        {"digital": lat_dig, "analog": lat_ana}, rel=1e-9
-    )
+    assert DIANA.cu_cycles(layer, split) == pytest.approx({"digital": lat_dig, "analog": lat_ana}, rel=1e-9)
     assert DIANA.layer_latency(layer, split) == pytest.approx(lat_l, rel=1e-9)
     if u is not None:
         assert _implied_unroll(layer, c_ana, lat_ana) == pytest.approx(u, rel=1e-9)
@@ -82,9 +80,7 @@ def test_depthwise_is_fixed_digital_with_full_layer_cin() -> None:
     assert DIANA.latency(dw, "digital", 32) == 6_656
 
 
-@pytest.mark.parametrize(
-    "channels, lat_dig, lat_ana", [(7.5, 12_224, None), (0.5, 0, 0), (16.5, 13_376, None)]
-)
+@pytest.mark.parametrize("channels, lat_dig, lat_ana", [(7.5, 12_224, None), (0.5, 0, 0), (16.5, 13_376, None)])
 def test_fractional_counts_floor_before_ceil(channels, lat_dig, lat_ana) -> None:
     """R1: ceilN(x) = ⌈⌊x⌋/N⌉ and the gate needs a whole channel (search-time values of §5.1)."""
     assert DIANA.latency(LAYERS["A"], "digital", channels) == lat_dig

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from odimo.compiler.errors import MappingError
-from odimo.compiler.geometry import LayerGeometry
+from odimo.ir.errors import MappingError
+from odimo.ir.geometry import LayerGeometry
 from odimo.targets.darkside import DARKSIDE
 from odimo.targets.diana import DIANA
 from odimo.targets.mapping import Mapping, load_mapping, save_mapping, validate_mapping
@@ -125,10 +125,18 @@ def test_non_contiguous_darkside_split() -> None:
 
 def test_split_breaking_a_contiguous_group_names_the_coupling_node() -> None:
     coupled = {"conv1": "it meets 'conv4' at node 'layer1.0/Add'"}
-    _fails(GOOD, "layer 'conv1' must give each CU one range, in the order digital, analog, because it meets 'conv4' at node 'layer1.0/Add'", contiguous_layers=coupled)
+    _fails(
+        GOOD,
+        "layer 'conv1' must give each CU one range, in the order digital, analog, "
+        "because it meets 'conv4' at node 'layer1.0/Add'",
+        contiguous_layers=coupled,
+    )
     prefix = _with(conv1=("digital", "digital", "analog", "analog"))
     assert validate_mapping(prefix, DIANA_LAYERS, DIANA, contiguous_layers=coupled).layers["conv1"] == (
-        "digital", "digital", "analog", "analog"
+        "digital",
+        "digital",
+        "analog",
+        "analog",
     )
 
 

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 from networks import mobilenetv1_supernet, resnet18, resnet20_cifar10
 
-from odimo.compiler.errors import TargetError
+from odimo.ir.errors import TargetError
 from odimo.targets import Role
 from odimo.targets.baselines import baseline_costs, baselines_for, build_baseline, build_baselines
 from odimo.targets.costing import cost_table
@@ -41,7 +41,7 @@ def test_resnet20_has_22_costed_layers_and_their_table_costs() -> None:
         (64, 10, 1, 1): (73.25, 514.275, 1),
     }
     assert len(layers) == 22
-    kinds = Counter((l.c_in, l.c_out, l.kernel[0], l.out_hw[0]) for l in layers)
+    kinds = Counter((layer.c_in, layer.c_out, layer.kernel[0], layer.out_hw[0]) for layer in layers)
     assert kinds == {kind: n for kind, (_, _, n) in expected.items()}
     for layer in layers:
         lat_dig, lat_ana, _ = expected[(layer.c_in, layer.c_out, layer.kernel[0], layer.out_hw[0])]
@@ -99,14 +99,14 @@ def test_min_cost_configurations(network, digital) -> None:
     """Digital channels per layer index; the reference's hand-coded ones except R10 (ImageNet FC)."""
     layers = NETWORKS[network]
     mapping = build_baseline("Min-Cost", layers, DIANA).mapping
-    found = {i: mapping.split(l.name).get("digital", 0) for i, l in enumerate(layers)}
+    found = {i: mapping.split(layer.name).get("digital", 0) for i, layer in enumerate(layers)}
     assert found == {i: digital.get(i, 0) for i in range(len(layers))}
 
 
 def test_io_8bit_puts_first_and_last_layer_on_digital() -> None:
     layers = NETWORKS["resnet20"]
     mapping = build_baseline("IO-8bit", layers, DIANA).mapping
-    on_digital = [l.name for l in layers if mapping.split(l.name).get("digital")]
+    on_digital = [layer.name for layer in layers if mapping.split(layer.name).get("digital")]
     assert on_digital == ["stem", "fc"]
 
 
@@ -135,9 +135,9 @@ def _half_split(layers) -> Mapping:
     return Mapping(
         "darkside",
         {
-            l.name: ("cluster",) * (l.c_out // 2) + ("dwe",) * (l.c_out - l.c_out // 2)
-            for l in layers
-            if DARKSIDE.support(l).role is Role.SEARCHABLE
+            layer.name: ("cluster",) * (layer.c_out // 2) + ("dwe",) * (layer.c_out - layer.c_out // 2)
+            for layer in layers
+            if DARKSIDE.support(layer).role is Role.SEARCHABLE
         },
     )
 
@@ -152,7 +152,7 @@ def _half_split(layers) -> Mapping:
 )
 def test_darkside_searchable_sums(dataset, all_conv, all_dw, dws, dws_pw, half) -> None:
     layers = mobilenetv1_supernet(dataset)
-    searchable = [l for l in layers if DARKSIDE.support(l).role is Role.SEARCHABLE]
+    searchable = [layer for layer in layers if DARKSIDE.support(layer).role is Role.SEARCHABLE]
     assert len(searchable) == 8
     tables = _totals(layers, DARKSIDE)
     assert tables["All-conv"].searchable.cycles == all_conv
@@ -196,8 +196,7 @@ def test_darkside_min_cost_is_the_best_contiguous_split() -> None:
             continue
         k = mapping.split(layer.name).get("cluster", 0)
         best = min(
-            DARKSIDE.layer_latency(layer, {"cluster": c, "dwe": layer.c_out - c})
-            for c in range(layer.c_out + 1)
+            DARKSIDE.layer_latency(layer, {"cluster": c, "dwe": layer.c_out - c}) for c in range(layer.c_out + 1)
         )
         assert DARKSIDE.layer_latency(layer, {"cluster": k, "dwe": layer.c_out - k}) == best
         assert mapping.layers[layer.name] == ("cluster",) * k + ("dwe",) * (layer.c_out - k)

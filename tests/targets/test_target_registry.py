@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from odimo.compiler.errors import TargetError
-from odimo.compiler.geometry import LayerGeometry
+from odimo.ir.errors import TargetError
+from odimo.ir.geometry import LayerGeometry
 from odimo.targets import CU, TARGETS, LayerSupport, Role, Target, get_target
 from odimo.targets.arith import Arith, Number
 from odimo.targets.baselines import AllOn, MinCost, Objective, baseline_costs

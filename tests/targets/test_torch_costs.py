@@ -10,7 +10,7 @@ import pytest
 import torch
 from networks import mobilenetv1_supernet, resnet20_cifar10
 
-from odimo.compiler.geometry import LayerGeometry
+from odimo.ir.geometry import LayerGeometry
 from odimo.targets import Role, smooth_max
 from odimo.targets.costing import cost_table
 from odimo.targets.darkside import DARKSIDE
@@ -55,7 +55,7 @@ def test_diana_torch_equals_exact_at_one_hot() -> None:
 
 def test_darkside_torch_equals_exact_at_integer_splits() -> None:
     gen = torch.Generator().manual_seed(1)
-    layers = [l for l in mobilenetv1_supernet("cifar10") if DARKSIDE.support(l).role is Role.SEARCHABLE]
+    layers = [layer for layer in mobilenetv1_supernet("cifar10") if DARKSIDE.support(layer).role is Role.SEARCHABLE]
     assignment, latency, energy = {}, 0.0, 0.0
     for layer in layers:
         k = int(torch.randint(0, layer.c_out + 1, (), generator=gen))
@@ -71,9 +71,7 @@ def test_darkside_torch_equals_exact_at_integer_splits() -> None:
     assert energy == pytest.approx(table.searchable.energy_mw_cycles, rel=1e-9)
 
 
-@pytest.mark.parametrize(
-    "channels, lat_dig, lat_ana", [(7.5, 12_224, None), (0.5, 0, 0), (16.5, 13_376, None)]
-)
+@pytest.mark.parametrize("channels, lat_dig, lat_ana", [(7.5, 12_224, None), (0.5, 0, 0), (16.5, 13_376, None)])
 def test_fractional_counts_match_the_exact_form(channels, lat_dig, lat_ana) -> None:
     c = torch.tensor(channels, dtype=torch.float64)
     assert DIANA.latency_torch(A, "digital", c).item() == lat_dig
@@ -111,25 +109,23 @@ def test_straight_through_slopes() -> None:
 
 def test_gradients_are_finite_and_nonzero() -> None:
     torch.manual_seed(0)
-    diana_alphas = [torch.full((2, l.c_out), 0.01, requires_grad=True) for l in resnet20_cifar10()]
+    diana_alphas = [torch.full((2, layer.c_out), 0.01, requires_grad=True) for layer in resnet20_cifar10()]
     thetas = [torch.softmax(alpha, dim=0) for alpha in diana_alphas]
     cost = sum(
-        DIANA.layer_latency_torch(layer, _diana_counts(theta))
-        for layer, theta in zip(resnet20_cifar10(), thetas)
+        DIANA.layer_latency_torch(layer, _diana_counts(theta)) for layer, theta in zip(resnet20_cifar10(), thetas)
     )
     cost.backward()
     for alpha in diana_alphas:
         assert torch.isfinite(alpha.grad).all() and alpha.grad.abs().sum() > 0
 
-    layers = [l for l in mobilenetv1_supernet("cifar10") if DARKSIDE.support(l).role is Role.SEARCHABLE]
+    layers = [layer for layer in mobilenetv1_supernet("cifar10") if DARKSIDE.support(layer).role is Role.SEARCHABLE]
     darkside_alphas = []
     for layer in layers:  # `half` init with the 0.1/C fix of method.md §1.2
         alpha = torch.full((layer.c_out,), 0.1 / layer.c_out)
         alpha[: layer.c_out // 2] = 1.0
         darkside_alphas.append(alpha.requires_grad_())
     energy = sum(
-        DARKSIDE.layer_energy_torch(layer, _darkside_counts(alpha))
-        for layer, alpha in zip(layers, darkside_alphas)
+        DARKSIDE.layer_energy_torch(layer, _darkside_counts(alpha)) for layer, alpha in zip(layers, darkside_alphas)
     )
     energy.backward()
     for alpha in darkside_alphas:

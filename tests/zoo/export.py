@@ -108,8 +108,10 @@ def export(family: str, path: Path, exporter: Exporter, opset: int | None = None
         _export(FAMILIES[family](), path, exporter, opset, batch)
     got = _default_opset(onnx.load(str(path), load_external_data=False))
     if got != opset:
-        raise RuntimeError(f"{exporter} export of '{family}' has opset {got}, asked for {opset}: the "
-                           "exporter's version conversion failed; use opset >= 18 with dynamo")
+        raise RuntimeError(
+            f"{exporter} export of '{family}' has opset {got}, asked for {opset}: the "
+            "exporter's version conversion failed; use opset >= 18 with dynamo"
+        )
     return path
 
 
@@ -118,15 +120,29 @@ def _export(model: torch.nn.Module, path: Path, exporter: Exporter, opset: int, 
     if exporter == "torchscript":
         dynamic = {"dynamic_axes": {INPUT_NAME: {0: BATCH}, OUTPUT_NAME: {0: BATCH}}} if batch is None else {}
         torch.onnx.export(
-            model, args, str(path), dynamo=False, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], **dynamic,
+            model,
+            args,
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            **dynamic,
         )
     else:
         dynamic = {"dynamic_shapes": ({0: torch.export.Dim(BATCH)},)} if batch is None else {}
         torch.onnx.export(
-            model, args, str(path), dynamo=True, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            external_data=False, optimize=True, verbose=False, **dynamic,
+            model,
+            args,
+            str(path),
+            dynamo=True,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            external_data=False,
+            optimize=True,
+            verbose=False,
+            **dynamic,
         )
 
 

@@ -30,8 +30,7 @@ Act = Callable[[], nn.Module] | None
 class ConvBNAct(nn.Sequential):
     """Conv (no bias) -> BN -> activation, 'same' padding; torchvision's Conv2dNormActivation."""
 
-    def __init__(self, c_in: int, c_out: int, k: int = 3, stride: int = 1, groups: int = 1,
-                 act: Act = nn.ReLU) -> None:
+    def __init__(self, c_in: int, c_out: int, k: int = 3, stride: int = 1, groups: int = 1, act: Act = nn.ReLU) -> None:
         layers: list[nn.Module] = [
             nn.Conv2d(c_in, c_out, k, stride, (k - 1) // 2, groups=groups, bias=False),
             nn.BatchNorm2d(c_out),
@@ -52,8 +51,9 @@ def _make_divisible(v: float, divisor: int = 8) -> int:
 class ConvSE(nn.Module):
     """torchvision.ops.SqueezeExcitation: pool -> 1x1 conv -> act -> 1x1 conv -> gate -> Mul."""
 
-    def __init__(self, c: int, c_squeeze: int, act: Callable[[], nn.Module] = nn.ReLU,
-                 gate: Callable[[], nn.Module] = nn.Sigmoid) -> None:
+    def __init__(
+        self, c: int, c_squeeze: int, act: Callable[[], nn.Module] = nn.ReLU, gate: Callable[[], nn.Module] = nn.Sigmoid
+    ) -> None:
         super().__init__()
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc1 = nn.Conv2d(c, c_squeeze, 1)
@@ -89,8 +89,10 @@ class SELayer(nn.Module):
         super().__init__()
         self.avg_pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Sequential(
-            nn.Linear(c, c // reduction, bias=False), nn.ReLU(inplace=True),
-            nn.Linear(c // reduction, c, bias=False), nn.Sigmoid(),
+            nn.Linear(c, c // reduction, bias=False),
+            nn.ReLU(inplace=True),
+            nn.Linear(c // reduction, c, bias=False),
+            nn.Sigmoid(),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -113,8 +115,7 @@ class BasicBlock(nn.Module):
         self.se = SELayer(c_out) if se else None
         self.downsample = None
         if stride != 1 or c_in != c_out:
-            self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
-                                            nn.BatchNorm2d(c_out))
+            self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -130,8 +131,7 @@ class ResNet(nn.Module):
     def __init__(self, se: bool = False) -> None:
         super().__init__()
         self.stem = ConvBNAct(3, 16)
-        self.layers = nn.Sequential(BasicBlock(16, 16, se=se), BasicBlock(16, 32, 2, se=se),
-                                    BasicBlock(32, 32, se=se))
+        self.layers = nn.Sequential(BasicBlock(16, 16, se=se), BasicBlock(16, 32, 2, se=se), BasicBlock(32, 32, se=se))
         self.head = GlobalPoolHead(32)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -155,8 +155,7 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = None
         if stride != 1 or c_in != c_out:
-            self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
-                                            nn.BatchNorm2d(c_out))
+            self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -170,7 +169,9 @@ class Bottleneck(nn.Module):
 def resnext() -> nn.Module:
     return nn.Sequential(
         ConvBNAct(3, 16, stride=2),
-        Bottleneck(16, 16, 32), Bottleneck(32, 16, 32), Bottleneck(32, 32, 32, stride=2),
+        Bottleneck(16, 16, 32),
+        Bottleneck(32, 16, 32),
+        Bottleneck(32, 32, 32, stride=2),
         GlobalPoolHead(32),
     )
 
@@ -188,8 +189,11 @@ class InvertedResidualV2(nn.Module):
         layers: list[nn.Module] = []
         if expand_ratio != 1:
             layers.append(ConvBNAct(c_in, hidden, 1, act=nn.ReLU6))
-        layers += [ConvBNAct(hidden, hidden, 3, stride, groups=hidden, act=nn.ReLU6),
-                   nn.Conv2d(hidden, c_out, 1, bias=False), nn.BatchNorm2d(c_out)]
+        layers += [
+            ConvBNAct(hidden, hidden, 3, stride, groups=hidden, act=nn.ReLU6),
+            nn.Conv2d(hidden, c_out, 1, bias=False),
+            nn.BatchNorm2d(c_out),
+        ]
         self.conv = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -202,8 +206,10 @@ class MobileNetV2(nn.Module):
         self.features = nn.Sequential(
             ConvBNAct(3, 16, stride=2, act=nn.ReLU6),
             InvertedResidualV2(16, 8, 1, 1),
-            InvertedResidualV2(8, 16, 2, 4), InvertedResidualV2(16, 16, 1, 4),
-            InvertedResidualV2(16, 24, 2, 4), InvertedResidualV2(24, 24, 1, 4),
+            InvertedResidualV2(8, 16, 2, 4),
+            InvertedResidualV2(16, 16, 1, 4),
+            InvertedResidualV2(16, 24, 2, 4),
+            InvertedResidualV2(24, 24, 1, 4),
             ConvBNAct(24, 64, 1, act=nn.ReLU6),
         )
         self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(64, NUM_CLASSES))
@@ -219,8 +225,9 @@ class MobileNetV2(nn.Module):
 class InvertedResidualV3(nn.Module):
     """torchvision MobileNetV3 block: [expand] -> depthwise -> [SE, hardsigmoid gate] -> project."""
 
-    def __init__(self, c_in: int, k: int, c_exp: int, c_out: int, use_se: bool,
-                 act: Callable[[], nn.Module], stride: int) -> None:
+    def __init__(
+        self, c_in: int, k: int, c_exp: int, c_out: int, use_se: bool, act: Callable[[], nn.Module], stride: int
+    ) -> None:
         super().__init__()
         self.use_res_connect = stride == 1 and c_in == c_out
         layers: list[nn.Module] = []
@@ -248,8 +255,9 @@ class MobileNetV3(nn.Module):
             ConvBNAct(24, 96, 1, act=nn.Hardswish),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(nn.Linear(96, 64), nn.Hardswish(inplace=True),
-                                        nn.Dropout(0.2), nn.Linear(64, NUM_CLASSES))
+        self.classifier = nn.Sequential(
+            nn.Linear(96, 64), nn.Hardswish(inplace=True), nn.Dropout(0.2), nn.Linear(64, NUM_CLASSES)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
@@ -276,17 +284,23 @@ class ShuffleUnit(nn.Module):
         c_branch = c_out // 2
         if stride > 1:
             self.branch1 = nn.Sequential(
-                nn.Conv2d(c_in, c_in, 3, stride, 1, groups=c_in, bias=False), nn.BatchNorm2d(c_in),
-                nn.Conv2d(c_in, c_branch, 1, bias=False), nn.BatchNorm2d(c_branch), nn.ReLU(inplace=True),
+                nn.Conv2d(c_in, c_in, 3, stride, 1, groups=c_in, bias=False),
+                nn.BatchNorm2d(c_in),
+                nn.Conv2d(c_in, c_branch, 1, bias=False),
+                nn.BatchNorm2d(c_branch),
+                nn.ReLU(inplace=True),
             )
         else:
             self.branch1 = nn.Sequential()
         self.branch2 = nn.Sequential(
             nn.Conv2d(c_in if stride > 1 else c_branch, c_branch, 1, bias=False),
-            nn.BatchNorm2d(c_branch), nn.ReLU(inplace=True),
+            nn.BatchNorm2d(c_branch),
+            nn.ReLU(inplace=True),
             nn.Conv2d(c_branch, c_branch, 3, stride, 1, groups=c_branch, bias=False),
             nn.BatchNorm2d(c_branch),
-            nn.Conv2d(c_branch, c_branch, 1, bias=False), nn.BatchNorm2d(c_branch), nn.ReLU(inplace=True),
+            nn.Conv2d(c_branch, c_branch, 1, bias=False),
+            nn.BatchNorm2d(c_branch),
+            nn.ReLU(inplace=True),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -330,8 +344,9 @@ class Fire(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.squeeze_activation(self.squeeze(x))
-        return torch.cat([self.expand1x1_activation(self.expand1x1(x)),
-                          self.expand3x3_activation(self.expand3x3(x))], 1)
+        return torch.cat(
+            [self.expand1x1_activation(self.expand1x1(x)), self.expand3x3_activation(self.expand3x3(x))], 1
+        )
 
 
 class SqueezeNet(nn.Module):
@@ -340,14 +355,17 @@ class SqueezeNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 16, 3, stride=2), nn.ReLU(inplace=True),
+            nn.Conv2d(3, 16, 3, stride=2),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(3, 2, ceil_mode=True),
-            Fire(16, 8, 16, 16), Fire(32, 8, 16, 16),
+            Fire(16, 8, 16, 16),
+            Fire(32, 8, 16, 16),
             nn.MaxPool2d(3, 2, ceil_mode=True),
             Fire(32, 8, 24, 24),
         )
-        self.classifier = nn.Sequential(nn.Dropout(0.5), nn.Conv2d(48, NUM_CLASSES, 1),
-                                        nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d((1, 1)))
+        self.classifier = nn.Sequential(
+            nn.Dropout(0.5), nn.Conv2d(48, NUM_CLASSES, 1), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d((1, 1))
+        )
         # torchvision's init (kaiming_uniform, zero bias) keeps activations O(1) without BN; its
         # N(0, 0.01) classifier would not, so that conv gets kaiming too, and its bias is centred
         # on a random batch: otherwise most ReLU'd logits are dead (always 0) and compare vacuously.
@@ -385,8 +403,9 @@ class DenseLayer(nn.Module):
 
 class DenseBlock(nn.ModuleDict):
     def __init__(self, n_layers: int, c_in: int, growth: int, bn_size: int = 2) -> None:
-        super().__init__({f"denselayer{i + 1}": DenseLayer(c_in + i * growth, growth, bn_size)
-                          for i in range(n_layers)})
+        super().__init__(
+            {f"denselayer{i + 1}": DenseLayer(c_in + i * growth, growth, bn_size) for i in range(n_layers)}
+        )
 
     def forward(self, init_features: Tensor) -> Tensor:
         features = [init_features]
@@ -401,8 +420,9 @@ class DenseNet(nn.Module):
         self.features = nn.Sequential(
             ConvBNAct(3, 16, stride=2),
             DenseBlock(3, 16, 8),  # 16 + 3 * 8 = 40
-            nn.Sequential(nn.BatchNorm2d(40), nn.ReLU(inplace=True), nn.Conv2d(40, 20, 1, bias=False),
-                          nn.AvgPool2d(2, 2)),  # torchvision _Transition
+            nn.Sequential(
+                nn.BatchNorm2d(40), nn.ReLU(inplace=True), nn.Conv2d(40, 20, 1, bias=False), nn.AvgPool2d(2, 2)
+            ),  # torchvision _Transition
             DenseBlock(3, 20, 8),  # 44
             nn.BatchNorm2d(44),
         )
@@ -448,9 +468,11 @@ class MBConv(nn.Module):
         layers: list[nn.Module] = []
         if c_exp != c_in:
             layers.append(ConvBNAct(c_in, c_exp, 1, act=nn.SiLU))
-        layers += [ConvBNAct(c_exp, c_exp, k, stride, groups=c_exp, act=nn.SiLU),
-                   ConvSE(c_exp, max(1, c_in // 4), act=nn.SiLU),
-                   ConvBNAct(c_exp, c_out, 1, act=None)]
+        layers += [
+            ConvBNAct(c_exp, c_exp, k, stride, groups=c_exp, act=nn.SiLU),
+            ConvSE(c_exp, max(1, c_in // 4), act=nn.SiLU),
+            ConvBNAct(c_exp, c_out, 1, act=None),
+        ]
         self.block = nn.Sequential(*layers)
         self.stochastic_depth = StochasticDepth(0.2)
 
@@ -465,7 +487,8 @@ def efficientnet() -> nn.Module:
     return nn.Sequential(
         ConvBNAct(3, 16, stride=2, act=Swish),
         MBConv(16, 16, 3, 1, 1),
-        MBConv(16, 24, 3, 2, 4), MBConv(24, 24, 5, 1, 4),
+        MBConv(16, 24, 3, 2, 4),
+        MBConv(24, 24, 5, 1, 4),
         MBConv(24, 32, 5, 2, 3),
         ConvBNAct(32, 64, 1, act=nn.SiLU),
         GlobalPoolHead(64, dropout=0.2),
@@ -499,19 +522,18 @@ class GhostSE(nn.Module):
 class GhostModule(nn.Module):
     """Primary conv + cheap depthwise conv, Concat, then `[:, :oup]` (a real cut when oup is odd)."""
 
-    def __init__(self, c_in: int, oup: int, relu: bool = True, k: int = 1, ratio: int = 2,
-                 dw_size: int = 3) -> None:
+    def __init__(self, c_in: int, oup: int, relu: bool = True, k: int = 1, ratio: int = 2, dw_size: int = 3) -> None:
         super().__init__()
         self.oup = oup
         init_channels = math.ceil(oup / ratio)
         new_channels = init_channels * (ratio - 1)
         self.primary_conv = nn.Sequential(
-            nn.Conv2d(c_in, init_channels, k, 1, k // 2, bias=False), nn.BatchNorm2d(init_channels),
+            nn.Conv2d(c_in, init_channels, k, 1, k // 2, bias=False),
+            nn.BatchNorm2d(init_channels),
             nn.ReLU(inplace=True) if relu else nn.Sequential(),
         )
         self.cheap_operation = nn.Sequential(
-            nn.Conv2d(init_channels, new_channels, dw_size, 1, dw_size // 2, groups=init_channels,
-                      bias=False),
+            nn.Conv2d(init_channels, new_channels, dw_size, 1, dw_size // 2, groups=init_channels, bias=False),
             nn.BatchNorm2d(new_channels),
             nn.ReLU(inplace=True) if relu else nn.Sequential(),
         )
@@ -520,12 +542,11 @@ class GhostModule(nn.Module):
         x1 = self.primary_conv(x)
         x2 = self.cheap_operation(x1)
         out = torch.cat([x1, x2], dim=1)
-        return out[:, :self.oup, :, :]
+        return out[:, : self.oup, :, :]
 
 
 class GhostBottleneck(nn.Module):
-    def __init__(self, c_in: int, c_mid: int, c_out: int, k: int = 3, stride: int = 1,
-                 se: bool = False) -> None:
+    def __init__(self, c_in: int, c_mid: int, c_out: int, k: int = 3, stride: int = 1, se: bool = False) -> None:
         super().__init__()
         self.stride = stride
         self.ghost1 = GhostModule(c_in, c_mid, relu=True)
@@ -540,7 +561,8 @@ class GhostBottleneck(nn.Module):
             self.shortcut = nn.Sequential(
                 nn.Conv2d(c_in, c_in, k, stride, (k - 1) // 2, groups=c_in, bias=False),
                 nn.BatchNorm2d(c_in),
-                nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out),
+                nn.Conv2d(c_in, c_out, 1, bias=False),
+                nn.BatchNorm2d(c_out),
             )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -643,7 +665,8 @@ def regnet() -> nn.Module:
     return nn.Sequential(
         ConvBNAct(3, 16, stride=2),
         ResBottleneckBlock(16, 16, 2),
-        ResBottleneckBlock(16, 32, 2), ResBottleneckBlock(32, 32, 1),
+        ResBottleneckBlock(16, 32, 2),
+        ResBottleneckBlock(32, 32, 1),
         GlobalPoolHead(32),
     )
 
@@ -659,10 +682,14 @@ class MnasInvertedResidual(nn.Module):
         mid = c_in * expansion
         self.apply_residual = c_in == c_out and stride == 1
         self.layers = nn.Sequential(
-            nn.Conv2d(c_in, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
-            nn.Conv2d(mid, mid, k, stride, k // 2, groups=mid, bias=False), nn.BatchNorm2d(mid),
+            nn.Conv2d(c_in, mid, 1, bias=False),
+            nn.BatchNorm2d(mid),
             nn.ReLU(inplace=True),
-            nn.Conv2d(mid, c_out, 1, bias=False), nn.BatchNorm2d(c_out),
+            nn.Conv2d(mid, mid, k, stride, k // 2, groups=mid, bias=False),
+            nn.BatchNorm2d(mid),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(mid, c_out, 1, bias=False),
+            nn.BatchNorm2d(c_out),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -670,8 +697,10 @@ class MnasInvertedResidual(nn.Module):
 
 
 def _mnas_stack(c_in: int, c_out: int, k: int, stride: int, expansion: int, repeats: int) -> nn.Sequential:
-    return nn.Sequential(MnasInvertedResidual(c_in, c_out, k, stride, expansion),
-                         *(MnasInvertedResidual(c_out, c_out, k, 1, expansion) for _ in range(repeats - 1)))
+    return nn.Sequential(
+        MnasInvertedResidual(c_in, c_out, k, stride, expansion),
+        *(MnasInvertedResidual(c_out, c_out, k, 1, expansion) for _ in range(repeats - 1)),
+    )
 
 
 class MNASNet(nn.Module):
@@ -679,7 +708,9 @@ class MNASNet(nn.Module):
         super().__init__()
         self.layers = nn.Sequential(
             ConvBNAct(3, 16, stride=2),
-            ConvBNAct(16, 16, groups=16), nn.Conv2d(16, 8, 1, bias=False), nn.BatchNorm2d(8),
+            ConvBNAct(16, 16, groups=16),
+            nn.Conv2d(16, 8, 1, bias=False),
+            nn.BatchNorm2d(8),
             _mnas_stack(8, 16, 3, 2, 3, 2),
             _mnas_stack(16, 24, 5, 2, 3, 2),
             ConvBNAct(24, 64, 1),
@@ -703,14 +734,17 @@ def _split_channels(c: int, n: int) -> list[int]:
 class MixedConv2d(nn.ModuleDict):
     """timm MixedConv2d: torch.split on channels, one conv per kernel size, Concat."""
 
-    def __init__(self, c_in: int, c_out: int, kernel_sizes: Sequence[int], stride: int = 1,
-                 depthwise: bool = False) -> None:
+    def __init__(
+        self, c_in: int, c_out: int, kernel_sizes: Sequence[int], stride: int = 1, depthwise: bool = False
+    ) -> None:
         in_splits = _split_channels(c_in, len(kernel_sizes))
         out_splits = _split_channels(c_out, len(kernel_sizes))
-        super().__init__({
-            str(i): nn.Conv2d(ci, co, k, stride, k // 2, groups=ci if depthwise else 1, bias=False)
-            for i, (k, ci, co) in enumerate(zip(kernel_sizes, in_splits, out_splits))
-        })
+        super().__init__(
+            {
+                str(i): nn.Conv2d(ci, co, k, stride, k // 2, groups=ci if depthwise else 1, bias=False)
+                for i, (k, ci, co) in enumerate(zip(kernel_sizes, in_splits, out_splits))
+            }
+        )
         self.splits = in_splits
 
     def forward(self, x: Tensor) -> Tensor:
@@ -718,8 +752,9 @@ class MixedConv2d(nn.ModuleDict):
         return torch.cat([conv(x_split[i]) for i, conv in enumerate(self.values())], 1)
 
 
-def _mix_conv(c_in: int, c_out: int, kernel_sizes: Sequence[int], stride: int = 1,
-              depthwise: bool = False) -> nn.Module:
+def _mix_conv(
+    c_in: int, c_out: int, kernel_sizes: Sequence[int], stride: int = 1, depthwise: bool = False
+) -> nn.Module:
     if len(kernel_sizes) == 1:
         k = kernel_sizes[0]
         return nn.Conv2d(c_in, c_out, k, stride, k // 2, groups=c_in if depthwise else 1, bias=False)
@@ -729,8 +764,17 @@ def _mix_conv(c_in: int, c_out: int, kernel_sizes: Sequence[int], stride: int = 
 class MixBlock(nn.Module):
     """timm MixNet InvertedResidual: (grouped) 1x1 expand -> MixConv depthwise -> [SE] -> 1x1."""
 
-    def __init__(self, c_in: int, c_mid: int, c_out: int, dw_kernels: Sequence[int], stride: int,
-                 act: Callable[[], nn.Module], pw_groups: int = 1, se: bool = False) -> None:
+    def __init__(
+        self,
+        c_in: int,
+        c_mid: int,
+        c_out: int,
+        dw_kernels: Sequence[int],
+        stride: int,
+        act: Callable[[], nn.Module],
+        pw_groups: int = 1,
+        se: bool = False,
+    ) -> None:
         super().__init__()
         self.has_residual = stride == 1 and c_in == c_out
         self.conv_pw = _mix_conv(c_in, c_mid, [1] * pw_groups)
@@ -771,11 +815,14 @@ class FlattenFC(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            ConvBNAct(3, 16), nn.MaxPool2d(2),
-            ConvBNAct(16, 16, stride=2), ConvBNAct(16, 16, stride=2),
+            ConvBNAct(3, 16),
+            nn.MaxPool2d(2),
+            ConvBNAct(16, 16, stride=2),
+            ConvBNAct(16, 16, stride=2),
         )
-        self.classifier = nn.Sequential(nn.Linear(16 * 4 * 4, 32), nn.ReLU(inplace=True),
-                                        nn.Dropout(0.5), nn.Linear(32, NUM_CLASSES))
+        self.classifier = nn.Sequential(
+            nn.Linear(16 * 4 * 4, 32), nn.ReLU(inplace=True), nn.Dropout(0.5), nn.Linear(32, NUM_CLASSES)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.features(x)
@@ -800,10 +847,10 @@ class MaxPoolPadResize(nn.Module):
         self.fc = nn.Linear(24, NUM_CLASSES)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.pool(self.conv1(x))                                  # 16x16
-        x = self.prelu(self.bn2(self.conv2(F.pad(x, (1, 1, 1, 1)))))   # 16x16
-        x = self.conv3(F.pad(x, (0, 1, 0, 1)))                         # 8x8
-        x = self.up(x)                                                 # 16x16
+        x = self.pool(self.conv1(x))  # 16x16
+        x = self.prelu(self.bn2(self.conv2(F.pad(x, (1, 1, 1, 1)))))  # 16x16
+        x = self.conv3(F.pad(x, (0, 1, 0, 1)))  # 8x8
+        x = self.up(x)  # 16x16
         x = torch.sigmoid(self.conv4(F.pad(x, (1, 1, 1, 1), mode="reflect")))
         x = self.dropout(F.adaptive_avg_pool2d(x, 1).flatten(1))
         return self.fc(x)

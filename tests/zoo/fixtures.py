@@ -1,16 +1,15 @@
 """The `zoo_model` fixture: each (family, exporter) exported once per test session.
 
-Use from any test module (tests/conftest.py puts `tests/` on sys.path, so `zoo` imports):
-
-    from zoo.fixtures import zoo_model  # noqa: F401  (importing registers the fixture)
+tests/conftest.py registers this module as a plugin (`pytest_plugins`, after putting `tests/` on
+sys.path), so any test module just names the fixture as a parameter, without importing it:
 
     def test_import_keeps_resnet_outputs(zoo_model) -> None:
         path = zoo_model("resnet", "dynamo")
 
-The cache lives at module level, keyed by the session's base temp dir, so it holds however many
-modules import the fixture (pytest makes one FixtureDef, hence one session value, per importing
-module). The files land in `<basetemp>/zoo/<family>-<exporter>-opset<N>.onnx`; each xdist worker has its
-own basetemp, so workers never share a file.
+The cache lives at module level, keyed by the session's base temp dir, so it would hold even if
+modules imported the fixture themselves (pytest makes one FixtureDef, hence one session value, per
+importing module). The files land in `<basetemp>/zoo/<family>-<exporter>-opset<N>.onnx`; each xdist
+worker has its own basetemp, so workers never share a file.
 """
 
 from __future__ import annotations

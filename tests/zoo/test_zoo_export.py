@@ -17,18 +17,33 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from zoo.export import (BATCH, DEFAULT_OPSET, DYNAMO_XFAIL, EXPORTERS, INPUT_NAME, OUTPUT_NAME,
-                        example_input, export, single_thread)
+from zoo.export import (
+    BATCH,
+    DEFAULT_OPSET,
+    DYNAMO_XFAIL,
+    EXPORTERS,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    example_input,
+    export,
+    single_thread,
+)
 from zoo.families import FAMILIES, INPUT_SHAPE, NUM_CLASSES
-from zoo.fixtures import ZooModel, zoo_model  # noqa: F401  (importing registers the fixture)
+from zoo.fixtures import ZooModel
 
 
 def _cases() -> list:
     return [
-        pytest.param(family, exporter, id=f"{family}-{exporter}",
-                     marks=[pytest.mark.xfail(reason=DYNAMO_XFAIL[family], strict=True)]
-                     if exporter == "dynamo" and family in DYNAMO_XFAIL else [])
-        for family in FAMILIES for exporter in EXPORTERS
+        pytest.param(
+            family,
+            exporter,
+            id=f"{family}-{exporter}",
+            marks=[pytest.mark.xfail(reason=DYNAMO_XFAIL[family], strict=True)]
+            if exporter == "dynamo" and family in DYNAMO_XFAIL
+            else [],
+        )
+        for family in FAMILIES
+        for exporter in EXPORTERS
     ]
 
 
@@ -53,8 +68,10 @@ class Graph:
         self.shapes: dict[str, tuple[int | str | None, ...]] = {}
         for v in [*graph.input, *graph.value_info, *graph.output]:
             if v.type.tensor_type.HasField("shape"):
-                self.shapes[v.name] = tuple(d.dim_value if d.HasField("dim_value") else d.dim_param or None
-                                            for d in v.type.tensor_type.shape.dim)
+                self.shapes[v.name] = tuple(
+                    d.dim_value if d.HasField("dim_value") else d.dim_param or None
+                    for d in v.type.tensor_type.shape.dim
+                )
         self.producer = {out: n for n in self.nodes for out in n.output}
 
     def of(self, op_type: str) -> list[onnx.NodeProto]:
@@ -79,8 +96,11 @@ class Graph:
     def channel_splits(self) -> list[onnx.NodeProto]:
         """Split on axis 1, or Slice whose axes input is [1] (either exporter's spelling of a cut)."""
         splits = [n for n in self.of("Split") if self.attr(n, "axis", 0) == 1]
-        slices = [n for n in self.of("Slice") if len(n.input) > 3 and n.input[3] in self.consts
-                  and self.consts[n.input[3]].tolist() == [1]]
+        slices = [
+            n
+            for n in self.of("Slice")
+            if len(n.input) > 3 and n.input[3] in self.consts and self.consts[n.input[3]].tolist() == [1]
+        ]
         return splits + slices
 
     def is_activation(self, name: str) -> bool:
@@ -123,6 +143,7 @@ def _check_grouped(groups: set[int]) -> Callable[[Graph], None]:
         found = {grp for grp, w in g.convs() if grp > 1 and w[1] > 1}
         assert groups <= found, f"grouped (not depthwise) convs with groups {found}, expected {groups}"
         _has_residual_adds(g, 3)
+
     return check
 
 
@@ -165,8 +186,14 @@ def _check_densenet(g: Graph) -> None:
 
 
 def _check_efficientnet(g: Graph) -> None:
-    swish = [n for n in g.of("Mul") if any(g.producer.get(i) is not None and g.producer[i].op_type == "Sigmoid"
-                                           and g.producer[i].input[0] in n.input for i in n.input)]
+    swish = [
+        n
+        for n in g.of("Mul")
+        if any(
+            g.producer.get(i) is not None and g.producer[i].op_type == "Sigmoid" and g.producer[i].input[0] in n.input
+            for i in n.input
+        )
+    ]
     assert len(swish) >= 10, f"{len(swish)} x*sigmoid(x)"
     _has_se_mul(g)
     assert g.depthwise_kernels() == {3, 5}
@@ -244,13 +271,17 @@ def _dims(value: onnx.ValueInfoProto) -> list[int | str]:
 
 
 @pytest.mark.parametrize(("family", "exporter"), CASES)
-def test_export_is_valid_self_contained_onnx_with_dynamic_batch(zoo_model: ZooModel, family: str,  # noqa: F811
-                                                                exporter: str) -> None:
+def test_export_is_valid_self_contained_onnx_with_dynamic_batch(
+    zoo_model: ZooModel,
+    family: str,
+    exporter: str,
+) -> None:
     path = zoo_model(family, exporter)
     onnx.checker.check_model(str(path), full_check=True)
     model = onnx.load(str(path), load_external_data=False)
     assert [(o.domain, o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")] == [
-        ("", DEFAULT_OPSET[exporter])]
+        ("", DEFAULT_OPSET[exporter])
+    ]
     assert [i.name for i in model.graph.input] == [INPUT_NAME]
     assert [o.name for o in model.graph.output] == [OUTPUT_NAME]
     assert _dims(model.graph.input[0]) == [BATCH, *INPUT_SHAPE]
@@ -261,12 +292,14 @@ def test_export_is_valid_self_contained_onnx_with_dynamic_batch(zoo_model: ZooMo
 
 
 @pytest.mark.parametrize(("family", "exporter"), CASES)
-def test_onnxruntime_matches_torch_at_batch_1_and_3(zoo_model: ZooModel, family: str,  # noqa: F811
-                                                    exporter: str) -> None:
+def test_onnxruntime_matches_torch_at_batch_1_and_3(
+    zoo_model: ZooModel,
+    family: str,
+    exporter: str,
+) -> None:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1  # see export.single_thread
-    session = ort.InferenceSession(str(zoo_model(family, exporter)), options,
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(zoo_model(family, exporter)), options, providers=["CPUExecutionProvider"])
     with single_thread():
         model = FAMILIES[family]()
     for batch in (1, 3):
@@ -278,7 +311,7 @@ def test_onnxruntime_matches_torch_at_batch_1_and_3(zoo_model: ZooModel, family:
 
 
 @pytest.mark.parametrize(("family", "exporter"), CASES)
-def test_export_keeps_family_structure(zoo_model: ZooModel, family: str, exporter: str) -> None:  # noqa: F811
+def test_export_keeps_family_structure(zoo_model: ZooModel, family: str, exporter: str) -> None:
     FAMILY_STRUCTURE[family](Graph(zoo_model(family, exporter)))
 
 

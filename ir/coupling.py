@@ -21,7 +21,7 @@ import networkx as nx
 import numpy as np
 import onnx
 
-from odimo.compiler.onnx_graph import GraphIndex, attr, describe_node
+from odimo.ir.graph import GraphIndex, attr, describe_node
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,11 @@ def view_positions(view: View, perms: dict[str, np.ndarray]) -> np.ndarray:
     parts = []
     for seg in view:
         perm = perms.get(seg.space)
-        channels = np.arange(seg.offset, seg.offset + seg.length) if perm is None else perm[seg.offset : seg.offset + seg.length]
+        channels = (
+            np.arange(seg.offset, seg.offset + seg.length)
+            if perm is None
+            else perm[seg.offset : seg.offset + seg.length]
+        )
         local = channels - seg.offset
         cols = (local[:, None] * seg.inner + np.arange(seg.inner)[None, :]).reshape(-1)
         parts.append(old_start + cols)
@@ -140,21 +144,84 @@ def view_width(view: View) -> int:
 
 # --- the rule table ----------------------------------------------------------------------------
 
-UNARY_OPS = frozenset({
-    "Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu",
-    "Softplus", "Softsign", "Mish", "Gelu", "Erf", "Exp", "Log", "Sqrt", "Neg", "Abs", "Reciprocal",
-    "Sin", "Cos", "Floor", "Ceil", "Round", "Sign", "Cast", "ThresholdedRelu", "Shrink", "Identity",
-    "Dropout", "Softmax", "LogSoftmax", "Hardmax",
-})
+UNARY_OPS = frozenset(
+    {
+        "Relu",
+        "LeakyRelu",
+        "Clip",
+        "Sigmoid",
+        "HardSigmoid",
+        "HardSwish",
+        "Tanh",
+        "Elu",
+        "Selu",
+        "Celu",
+        "Softplus",
+        "Softsign",
+        "Mish",
+        "Gelu",
+        "Erf",
+        "Exp",
+        "Log",
+        "Sqrt",
+        "Neg",
+        "Abs",
+        "Reciprocal",
+        "Sin",
+        "Cos",
+        "Floor",
+        "Ceil",
+        "Round",
+        "Sign",
+        "Cast",
+        "ThresholdedRelu",
+        "Shrink",
+        "Identity",
+        "Dropout",
+        "Softmax",
+        "LogSoftmax",
+        "Hardmax",
+    }
+)
 POOL_OPS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool"})
 ELEMENTWISE_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "Pow", "PRelu"})
-REDUCE_OPS = frozenset({
-    "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL1", "ReduceL2", "ReduceLogSumExp",
-    "ReduceProd", "ReduceSumSquare", "ReduceLogSum",
-})
-RESHAPING_OPS = frozenset({"Reshape", "Transpose", "Gather", "DepthToSpace", "SpaceToDepth", "Unsqueeze", "Squeeze", "Expand", "Tile", "ArgMax", "ArgMin"})
+REDUCE_OPS = frozenset(
+    {
+        "ReduceMean",
+        "ReduceMax",
+        "ReduceMin",
+        "ReduceSum",
+        "ReduceL1",
+        "ReduceL2",
+        "ReduceLogSumExp",
+        "ReduceProd",
+        "ReduceSumSquare",
+        "ReduceLogSum",
+    }
+)
+RESHAPING_OPS = frozenset(
+    {
+        "Reshape",
+        "Transpose",
+        "Gather",
+        "DepthToSpace",
+        "SpaceToDepth",
+        "Unsqueeze",
+        "Squeeze",
+        "Expand",
+        "Tile",
+        "ArgMax",
+        "ArgMin",
+    }
+)
 PER_CHANNEL_NORMS = {"BatchNormalization": (1, 2, 3, 4), "InstanceNormalization": (1, 2)}
-NEVER_SUPPORTED = {"If": "control flow", "Loop": "control flow", "Scan": "control flow", "ConvTranspose": "transposed convolution", "ConvInteger": "integer convolution"}
+NEVER_SUPPORTED = {
+    "If": "control flow",
+    "Loop": "control flow",
+    "Scan": "control flow",
+    "ConvTranspose": "transposed convolution",
+    "ConvInteger": "integer convolution",
+}
 INDEX_OPS = frozenset({"ArgMax", "ArgMin"})
 # What may follow an ArgMax/ArgMin to the graph output: ops that move indices, never compute with them.
 INDEX_TAIL_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Cast", "Identity", "Flatten"})
@@ -210,12 +277,16 @@ def _unsupported_reason(node: onnx.NodeProto, index: GraphIndex, canonical: bool
     if node.op_type in NEVER_SUPPORTED:
         return NEVER_SUPPORTED[node.op_type]
     if node.op_type == "Conv":
-        rank = len(index.shapes.get(node.input[0], ())) or (index.array(node.input[1]).ndim if index.is_constant(node.input[1]) else 4)
+        rank = len(index.shapes.get(node.input[0], ())) or (
+            index.array(node.input[1]).ndim if index.is_constant(node.input[1]) else 4
+        )
         if rank != 4:
             return f"Conv{rank - 2}d (odimo maps 2-D convolutions only)"
         if not index.is_constant(node.input[1]):
             return "weight is computed, not an initializer"
-    if node.op_type == "BatchNormalization" and (attr(node, "training_mode", 0) or len([o for o in node.output if o]) > 1):
+    if node.op_type == "BatchNormalization" and (
+        attr(node, "training_mode", 0) or len([o for o in node.output if o]) > 1
+    ):
         return "training-mode BatchNormalization (export with model.eval())"
     if not canonical:
         return None
@@ -260,8 +331,10 @@ def _index_op_limit(node: onnx.NodeProto, index: GraphIndex) -> str | None:
         if value in index.outputs or len(users) != 1 or users[0].op_type not in INDEX_TAIL_OPS:
             feeds = ", ".join(f"'{u.name}' ({u.op_type})" for u in users) or "no node"
             tail_ops = ", ".join(sorted(INDEX_TAIL_OPS))
-            return (f"{node.op_type} inside the network (its indices feed {feeds}): odimo trains on logits, so "
-                    f"{node.op_type} may only end the graph, followed by nothing but {tail_ops}")
+            return (
+                f"{node.op_type} inside the network (its indices feed {feeds}): odimo trains on logits, so "
+                f"{node.op_type} may only end the graph, followed by nothing but {tail_ops}"
+            )
         value = users[0].output[0]
     rank = len(index.shapes.get(node.input[0], ()))
     axis = attr(node, "axis", 0)
@@ -307,8 +380,10 @@ def _pool_limit(node: onnx.NodeProto, index: GraphIndex) -> str | None:
     if node.op_type == "MaxPool" and len(node.output) > 1 and node.output[1]:
         return f"the Indices output: {_BRIDGE} computes the values only"
     if attr(node, "ceil_mode", 0) and _window_starts_in_right_pad(node, index):
-        return ("ceil_mode=1 with a last window that starts in the right padding: onnxruntime drops that "
-                "window and ONNX shape inference keeps it (pad less or use ceil_mode=0)")
+        return (
+            "ceil_mode=1 with a last window that starts in the right padding: onnxruntime drops that "
+            "window and ONNX shape inference keeps it (pad less or use ceil_mode=0)"
+        )
     return None
 
 
@@ -371,8 +446,10 @@ def _nearest_scale_limit(node: onnx.NodeProto, index: GraphIndex) -> str | None:
         return f"mode='nearest' with computed scales or sizes: odimo cannot check that {_BRIDGE} rounds as onnxruntime"
     for axis, scale in scales.items():
         if scale != 1 and not (float(scale).is_integer() or (scale < 1 and math.frexp(float(scale))[0] == 0.5)):
-            return (f"mode='nearest' with scale {float(scale):.4g} on axis {axis}: only integer and 1/2^k scales round "
-                    f"exactly as onnxruntime does (use mode='linear', or an integer scale)")
+            return (
+                f"mode='nearest' with scale {float(scale):.4g} on axis {axis}: only integer and 1/2^k scales round "
+                f"exactly as onnxruntime does (use mode='linear', or an integer scale)"
+            )
     return None
 
 
@@ -492,10 +569,14 @@ def analyse_coupling(model: onnx.ModelProto, merge_io: Iterable[str] = ()) -> Co
     builder = _Builder(GraphIndex.of(graph), frozenset(merge_io))
     for inp in graph.input:
         if inp.name not in builder.index.initializers and builder.channels(inp.name):
-            builder.views[inp.name] = builder.new_space(f"input:{inp.name}", inp.name, builder.channels(inp.name), f"graph input '{inp.name}'")
+            builder.views[inp.name] = builder.new_space(
+                f"input:{inp.name}", inp.name, builder.channels(inp.name), f"graph input '{inp.name}'"
+            )
     for k, node in enumerate(graph.node):
         where = describe_node(k, node)
-        flattened = [builder.views[n] for n in node.input if n in builder.views and any(s.inner > 1 for s in builder.views[n])]
+        flattened = [
+            builder.views[n] for n in node.input if n in builder.views and any(s.inner > 1 for s in builder.views[n])
+        ]
         if flattened and not (node.op_type in ("Gemm",) or node.op_type in UNARY_OPS):
             for view in flattened:
                 builder.make_rigid(view, f"{where} reads flattened features")
@@ -508,20 +589,24 @@ def analyse_coupling(model: onnx.ModelProto, merge_io: Iterable[str] = ()) -> Co
 
 def _finish(builder: _Builder) -> Coupling:
     order = {space: k for k, space in enumerate(builder.space_length)}
-    components = sorted((sorted(c, key=order.__getitem__) for c in nx.connected_components(builder.merges)), key=lambda c: order[c[0]])
+    components = sorted(
+        (sorted(c, key=order.__getitem__) for c in nx.connected_components(builder.merges)), key=lambda c: order[c[0]]
+    )
     groups, group_of_space = [], {}
     for k, spaces in enumerate(components):
         gid = f"g{k}"
         reasons = [builder.rigid[s] for s in spaces if s in builder.rigid]
         merged_by = tuple(dict.fromkeys(data["by"] for _, _, data in builder.merges.subgraph(spaces).edges(data=True)))
-        groups.append(ChannelGroup(
-            id=gid,
-            spaces=tuple(spaces),
-            producers=tuple(builder.space_producer[s] for s in spaces),
-            channels=builder.space_length[spaces[0]],
-            rigid_because=reasons[0] if reasons else None,
-            merged_by=merged_by,
-        ))
+        groups.append(
+            ChannelGroup(
+                id=gid,
+                spaces=tuple(spaces),
+                producers=tuple(builder.space_producer[s] for s in spaces),
+                channels=builder.space_length[spaces[0]],
+                rigid_because=reasons[0] if reasons else None,
+                merged_by=merged_by,
+            )
+        )
         group_of_space.update({s: gid for s in spaces})
     return Coupling(dict(builder.views), tuple(groups), group_of_space, tuple(builder.params), tuple(builder.sinks))
 
@@ -609,7 +694,9 @@ def _concat(b: _Builder, node: onnx.NodeProto, where: str) -> None:
         if name in b.views:
             parts.append(b.views[name])
         elif b.channels(name):
-            parts.append(b.new_space(f"{node.name}/const{k}", node.name, b.channels(name), f"{where} concatenates a constant"))
+            parts.append(
+                b.new_space(f"{node.name}/const{k}", node.name, b.channels(name), f"{where} concatenates a constant")
+            )
     if axis != 1:
         merged = parts[0]
         for part in parts[1:]:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import onnx
 
-from odimo.compiler.analysis import Analysis, Layer, analyse, find_layers
-from odimo.compiler.coupling import ChannelGroup
+from odimo.ir.analysis import Analysis, Layer, analyse, find_layers
+from odimo.ir.coupling import ChannelGroup
 from odimo.targets.base import LayerSupport, Role, Target
 
 

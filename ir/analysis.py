@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import networkx as nx
 import onnx
 
-from odimo.compiler.coupling import Coupling, analyse_coupling
-from odimo.compiler.geometry import LayerGeometry
-from odimo.compiler.onnx_graph import GraphIndex, attr
+from odimo.ir.coupling import Coupling, analyse_coupling
+from odimo.ir.geometry import LayerGeometry
+from odimo.ir.graph import GraphIndex, attr
 
 
 @dataclass(frozen=True)
@@ -93,4 +93,6 @@ def find_layers(model: onnx.ModelProto) -> tuple[Layer, ...]:
 
 def analyse(model: onnx.ModelProto, merge_io: Iterable[str] = ()) -> Analysis:
     """Analyse a canonical model; `merge_io` as in `analyse_coupling` (target-specific)."""
-    return Analysis(model=model, graph=build_graph(model), layers=find_layers(model), coupling=analyse_coupling(model, merge_io))
+    return Analysis(
+        model=model, graph=build_graph(model), layers=find_layers(model), coupling=analyse_coupling(model, merge_io)
+    )

@@ -12,9 +12,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from odimo.compiler.coupling import index_tail
-from odimo.compiler.errors import VerificationError
-from odimo.compiler.onnx_graph import value_shape
+from odimo.ir.coupling import index_tail
+from odimo.ir.errors import VerificationError
+from odimo.ir.graph import value_shape
 
 # onnx-io.md §4: max|y - y_ref| <= ABS_TOL + REL_TOL * max|y_ref|, per output. float32 reassociation
 # (a split conv sums in another order, a folded BN rounds once) stays orders of magnitude below it.
@@ -83,8 +83,12 @@ def run(sess: ort.InferenceSession, samples: np.ndarray, batch: int | None = Non
     return [np.concatenate([outs[i] for outs in per_batch]) for i in range(len(per_batch[0]))]
 
 
-def compare(reference: onnx.ModelProto | bytes, candidate: onnx.ModelProto | bytes, samples: np.ndarray,
-            candidate_batch: int | None = None) -> Comparison:
+def compare(
+    reference: onnx.ModelProto | bytes,
+    candidate: onnx.ModelProto | bytes,
+    samples: np.ndarray,
+    candidate_batch: int | None = None,
+) -> Comparison:
     """Run both models on `samples` (each at its own batch, or the candidate at `candidate_batch`)
     and measure the §4 deviation (on the logits of a model that ends in ArgMax)."""
     ref_outs = run(session(logits_view(reference)), samples)
@@ -120,7 +124,9 @@ def predictions(outputs: np.ndarray) -> np.ndarray:
     return flat[:, 0] if np.issubdtype(flat.dtype, np.integer) else flat.argmax(1)
 
 
-def require_equivalent(reference: onnx.ModelProto | bytes, candidate: onnx.ModelProto | bytes, samples: np.ndarray, what: str) -> Comparison:
+def require_equivalent(
+    reference: onnx.ModelProto | bytes, candidate: onnx.ModelProto | bytes, samples: np.ndarray, what: str
+) -> Comparison:
     """`compare`, raising VerificationError (exit 3: our bug) when the bound is exceeded."""
     result = compare(reference, candidate, samples)
     if not result.passed:

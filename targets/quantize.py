@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from odimo.compiler.onnx_graph import GraphIndex
-from odimo.compiler.plan import TargetPlan
-from odimo.passes.split_layers import Substitute
+from odimo.ir.graph import GraphIndex
+from odimo.targets.plan import TargetPlan
+from odimo.ir.records import Substitute
 from odimo.targets.base import Role
 from odimo.targets.mapping import Mapping as CuMapping
 from odimo.targets.quantization import quantize
@@ -38,12 +38,18 @@ class QuantizedLayers:
             cus = mapping.layers[layer]
             for cu in dict.fromkeys(cus):
                 channels = [c for c, owner in enumerate(cus) if owner == cu]
-                source = self.substitute_steps[layer] if self.substitutes.get(layer) and self.substitutes[layer].cu == cu else steps
+                source = (
+                    self.substitute_steps[layer]
+                    if self.substitutes.get(layer) and self.substitutes[layer].cu == cu
+                    else steps
+                )
                 result[f"{layer}/{cu}"] = source[channels]
         return result
 
 
-def quantize_layers(model: onnx.ModelProto, plan: TargetPlan, mapping: CuMapping, substitutes: Mapping[str, Substitute]) -> QuantizedLayers:
+def quantize_layers(
+    model: onnx.ModelProto, plan: TargetPlan, mapping: CuMapping, substitutes: Mapping[str, Substitute]
+) -> QuantizedLayers:
     index = GraphIndex.of(model.graph)
     formats = plan.target.weight_formats
     weights, steps = {}, {}

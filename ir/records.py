@@ -1,0 +1,86 @@
+"""The records that cross stages: frozen values one stage returns and a later one reads.
+
+They live below every stage (import, search, transform, emit) so that each stage can name them
+without importing another stage's package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from odimo.ir.coupling import index_tail
+from odimo.ir.graph import GraphIndex, opset_version, value_shape
+
+
+@dataclass(frozen=True)
+class ImportedModel:
+    """The canonical model and the facts later stages need about its interface."""
+
+    path: Path
+    source_sha256: str
+    original: onnx.ModelProto
+    model: onnx.ModelProto
+    rewrites: tuple[str, ...]
+
+    @property
+    def input_name(self) -> str:
+        return self.model.graph.input[0].name
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the single input."""
+        c, h, w = value_shape(self.model.graph.input[0])[1:]
+        return int(c), int(h), int(w)
+
+    @property
+    def output_name(self) -> str:
+        return self.model.graph.output[0].name
+
+    @property
+    def num_outputs(self) -> int:
+        """Width of the single output (classes, for a classifier); of the logits when the graph
+        ends in ArgMax/ArgMin, whose output is one class index per image."""
+        tail = index_tail(self.model.graph)
+        shape = GraphIndex.of(self.model.graph).shapes[tail.logits] if tail else value_shape(self.model.graph.output[0])
+        return int(np.prod([d for d in shape[1:] if isinstance(d, int)]))
+
+    @property
+    def opset(self) -> int:
+        return opset_version(self.model)
+
+
+@dataclass(frozen=True)
+class Substitute:
+    """Per-channel depthwise weights (C, 1, kh, kw) and bias (C,) a CU runs instead of the layer."""
+
+    cu: str
+    weight: np.ndarray
+    bias: np.ndarray
+
+
+@dataclass(frozen=True)
+class SearchNode:
+    """The state of one searchable layer: which function, and its named tensors.
+
+    `tensors` holds, by function input name, the arrays the call reads (θ or α, per-CU weights and
+    biases, a temperature); `metadata` is written on the call node.
+    """
+
+    function: str
+    tensors: dict[str, np.ndarray]
+    metadata: dict[str, str]
+    attributes: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ActQuant:
+    """A layer's input quantizer: range [low, clip] and step 1/scale (scale a power of two)."""
+
+    input: str
+    low: float
+    clip: float
+    scale: float
