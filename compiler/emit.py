@@ -18,7 +18,7 @@ from pathlib import Path
 import onnx
 import onnxruntime as ort
 
-from odimo.ir.errors import VerificationError
+from odimo.ir.errors import BUG_FIX, VerificationError
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def check_onnx_file(path: Path) -> None:
             "invalid-output",
             f"the emitted file fails its own checks: {str(exc).splitlines()[0]}",
             where=path.name,
-            fix="this is a bug in odimo; please report it with the model (nothing was written)",
+            fix=BUG_FIX,
         ) from None
     finally:
         Path(str(path) + ".inferred").unlink(missing_ok=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import networkx as nx
 import onnx
 
 from odimo.ir.coupling import Coupling, analyse_coupling
@@ -35,7 +34,6 @@ class Analysis:
     """Everything later stages read about the model's structure; computed once, never mutated."""
 
     model: onnx.ModelProto
-    graph: nx.DiGraph
     layers: tuple[Layer, ...]
     coupling: Coupling
 
@@ -48,20 +46,6 @@ class Analysis:
     @property
     def geometries(self) -> tuple[LayerGeometry, ...]:
         return tuple(layer.geometry for layer in self.layers)
-
-
-def build_graph(model: onnx.ModelProto) -> nx.DiGraph:
-    """Nodes are ONNX node names; an edge per value from its producer to each consumer."""
-    graph = nx.DiGraph()
-    index = GraphIndex.of(model.graph)
-    for node in model.graph.node:
-        graph.add_node(node.name, op_type=node.op_type)
-    for node in model.graph.node:
-        for value in node.input:
-            producer = index.producer.get(value)
-            if producer is not None:
-                graph.add_edge(producer.name, node.name, value=value)
-    return graph
 
 
 def find_layers(model: onnx.ModelProto) -> tuple[Layer, ...]:
@@ -93,6 +77,4 @@ def find_layers(model: onnx.ModelProto) -> tuple[Layer, ...]:
 
 def analyse(model: onnx.ModelProto, merge_io: Iterable[str] = ()) -> Analysis:
     """Analyse a canonical model; `merge_io` as in `analyse_coupling` (target-specific)."""
-    return Analysis(
-        model=model, graph=build_graph(model), layers=find_layers(model), coupling=analyse_coupling(model, merge_io)
-    )
+    return Analysis(model=model, layers=find_layers(model), coupling=analyse_coupling(model, merge_io))

@@ -138,10 +138,6 @@ def view_positions(view: View, perms: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
-def view_width(view: View) -> int:
-    return sum(s.length * s.inner for s in view)
-
-
 # --- the rule table ----------------------------------------------------------------------------
 
 UNARY_OPS = frozenset(

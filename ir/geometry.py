@@ -37,10 +37,6 @@ class LayerGeometry:
     groups: int = 1
     out_hw: tuple[int, int] = (1, 1)
 
-    @property
-    def is_depthwise(self) -> bool:
-        return self.kind is LayerKind.DEPTHWISE
-
     @staticmethod
     def conv(
         name: str,

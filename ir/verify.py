@@ -13,7 +13,7 @@ import onnx
 import onnxruntime as ort
 
 from odimo.ir.coupling import index_tail
-from odimo.ir.errors import VerificationError
+from odimo.ir.errors import BUG_FIX, VerificationError
 from odimo.ir.graph import value_shape
 
 # onnx-io.md §4: max|y - y_ref| <= ABS_TOL + REL_TOL * max|y_ref|, per output. float32 reassociation
@@ -134,7 +134,7 @@ def require_equivalent(
             "E900",
             "verification-failed",
             f"{what} changed the network function: max |y - y_ref| = {result.max_abs_diff:.3g} > {result.bound:.3g}",
-            fix="this is a bug in odimo; please report it with the model (nothing was written)",
+            fix=BUG_FIX,
         )
     return result
 

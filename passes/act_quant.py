@@ -16,11 +16,10 @@ import onnx
 from onnx import helper, numpy_helper
 
 from odimo.ir.records import ActQuant
-from odimo.passes.base import PassResult, register_pass
+from odimo.passes.base import PassResult
 from odimo.targets.quantization import FLOOR_GUARD
 
 
-@register_pass("insert_act_quant")
 def insert_act_quant(model: onnx.ModelProto, quantizers: Mapping[str, ActQuant]) -> PassResult:
     """`quantizers[layer]` quantizes the input of node `layer` and of its sub-layers `layer/...`."""
     work = copy.deepcopy(model)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from odimo.passes.base import PassResult, register_pass
+from odimo.passes.base import PassResult
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,6 @@ class NodeNote:
     doc: str = ""
 
 
-@register_pass("annotate")
 def annotate(
     model: onnx.ModelProto, notes: Mapping[str, NodeNote], model_props: Mapping[str, str], model_doc: str
 ) -> PassResult:

@@ -6,7 +6,7 @@ A pass leaves its input untouched and returns a new model plus a record of what 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import onnx
@@ -22,18 +22,6 @@ class PassResult:
     model: onnx.ModelProto
     changed: bool
     report: dict[str, int] = field(default_factory=dict)
-
-
-PASSES: dict[str, Callable[..., PassResult]] = {}
-
-
-def register_pass(name: str) -> Callable[[Callable[..., PassResult]], Callable[..., PassResult]]:
-    def decorate(fn: Callable[..., PassResult]) -> Callable[..., PassResult]:
-        assert name not in PASSES, f"pass {name!r} registered twice"
-        PASSES[name] = fn
-        return fn
-
-    return decorate
 
 
 def own_name(index: GraphIndex, name: str, node: str) -> str:

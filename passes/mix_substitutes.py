@@ -14,11 +14,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from odimo.passes.base import Assignment, PassResult, register_pass
+from odimo.passes.base import Assignment, PassResult
 from odimo.ir.records import Substitute
 
 
-@register_pass("mix_substitutes")
 def mix_substitutes(
     model: onnx.ModelProto, assignment: Assignment, substitutes: Mapping[str, Substitute]
 ) -> PassResult:

@@ -18,13 +18,12 @@ from onnx import helper, numpy_helper
 
 from odimo.ir.errors import PassError
 from odimo.ir.graph import GraphIndex, drop_unused_initializers
-from odimo.passes.base import PassResult, own_name, register_pass
+from odimo.passes.base import PassResult, own_name
 
 # The float weights are q·step rounded to float32; anything further from an integer code is a bug.
 CODE_TOLERANCE = 1e-3
 
 
-@register_pass("qdq_weights")
 def qdq_weights(model: onnx.ModelProto, steps: Mapping[str, np.ndarray]) -> PassResult:
     """`steps[node]` is the per-output-row quantization step of that node's weight."""
     work = copy.deepcopy(model)

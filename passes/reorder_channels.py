@@ -17,13 +17,12 @@ from onnx import numpy_helper
 
 from odimo.ir.coupling import Coupling, View, view_positions
 from odimo.ir.graph import GraphIndex, drop_unused_initializers
-from odimo.passes.base import PassResult, own_name, register_pass
+from odimo.passes.base import PassResult, own_name
 from odimo.passes.order_channels import ChannelOrder
 
 Edits = dict[tuple[str, int], list[tuple[int, np.ndarray]]]
 
 
-@register_pass("reorder_channels")
 def reorder_channels(model: onnx.ModelProto, coupling: Coupling, order: ChannelOrder) -> PassResult:
     biased = {n.name for n in model.graph.node if len(n.input) > 2 and n.input[2]}
     edits = _collect_edits(coupling, order, biased)

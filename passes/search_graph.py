@@ -16,14 +16,13 @@ from onnx import helper, numpy_helper
 
 from odimo.ir.records import SearchNode
 from odimo.ir.graph import drop_unused_initializers
-from odimo.passes.base import PassResult, register_pass
+from odimo.passes.base import PassResult
 
 DOMAIN = "odimo.search"
 FUNCTION_IR = 8  # local functions need IR >= 8
 CONV_ATTRS = ("strides", "pads", "dilations")
 
 
-@register_pass("search_graph")
 def search_graph(model: onnx.ModelProto, layers: Mapping[str, SearchNode]) -> PassResult:
     work = copy.deepcopy(model)
     used: set[str] = set()

@@ -15,10 +15,9 @@ from onnx import numpy_helper
 
 from odimo.ir.errors import PassError
 from odimo.ir.graph import GraphIndex
-from odimo.passes.base import PassResult, register_pass
+from odimo.passes.base import PassResult
 
 
-@register_pass("set_weights")
 def set_weights(
     model: onnx.ModelProto,
     weights: Mapping[str, np.ndarray],

@@ -22,12 +22,11 @@ from onnx import helper, numpy_helper
 from odimo.ir.records import Substitute
 from odimo.ir.graph import GraphIndex, drop_unused_initializers
 from odimo.targets.plan import TargetPlan
-from odimo.passes.base import Assignment, PassResult, cu_ranges, own_name, register_pass
+from odimo.passes.base import Assignment, PassResult, cu_ranges, own_name
 
 HOST = "host"
 
 
-@register_pass("split_layers")
 def split_layers(
     model: onnx.ModelProto, plan: TargetPlan, assignment: Assignment, substitutes: Mapping[str, Substitute] = {}
 ) -> PassResult:

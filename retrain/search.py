@@ -19,7 +19,6 @@ from torch import nn
 from odimo.retrain.bridge import LayerModule
 from odimo.retrain.pact_layer import pact_layer
 from odimo.retrain.quantizers import Int8Pow2Weights, PactActivation, TernaryWeights, quantize_bias
-from odimo.targets.quantization import INT8_LEVELS
 
 HALF_INIT_SMALL = 0.1  # entries beyond the half start at 0.1/C: |α| then has a gradient (method.md §1.2)
 
@@ -31,10 +30,10 @@ def straight_through(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
 class PrefixMask(nn.Module):
     """θ_i = Σ_{j≥i} |α_j|, b_i = 1[θ_i > 0.5] with an identity backward: b is a prefix of ones."""
 
-    def __init__(self, channels: int, reference_init: bool = False) -> None:
+    def __init__(self, channels: int) -> None:
         super().__init__()
         half = channels // 2
-        small = 0.0 if reference_init else HALF_INIT_SMALL / channels
+        small = HALF_INIT_SMALL / channels
         alpha = torch.full((channels,), small)
         alpha[:half] = 1.0
         self.alpha = nn.Parameter(alpha)
@@ -45,15 +44,6 @@ class PrefixMask(nn.Module):
         # right at the threshold. cumprod keeps the mask a prefix whatever the rounding.
         hard = torch.cumprod((theta > 0.5).to(theta.dtype), 0)
         return straight_through(hard, theta)
-
-    def set_prefix(self, count: int) -> None:
-        """Make the mask exactly `count` ones (used to fix a mapping); keeps the half-init shape."""
-        with torch.no_grad():
-            channels = self.alpha.numel()
-            self.alpha.fill_(HALF_INIT_SMALL / channels)
-            self.alpha[:count] = 1.0
-            if count < channels:
-                self.alpha[count:] = 0.0
 
 
 class DianaSearchLayer(nn.Module):
@@ -140,7 +130,7 @@ class DarksideSearchLayer(nn.Module):
 
     cus = ("cluster", "dwe")
 
-    def __init__(self, layer: LayerModule, reference_init: bool = False) -> None:
+    def __init__(self, layer: LayerModule) -> None:
         super().__init__()
         self.layer = layer
         channels, _, kh, kw = layer.weight.shape
@@ -148,7 +138,7 @@ class DarksideSearchLayer(nn.Module):
         nn.init.kaiming_normal_(dw)
         self.dw_weight = nn.Parameter(dw)
         self.dw_bias = nn.Parameter(layer.bias.detach().clone())
-        self.mask = PrefixMask(channels, reference_init)
+        self.mask = PrefixMask(channels)
         self.register_buffer("fixed", torch.empty(0))
         self.warmup_prefix: int | None = None  # set per batch in warm-up: route a random prefix
 
@@ -190,8 +180,3 @@ def _depthwise(layer: LayerModule, x: torch.Tensor, weight: torch.Tensor, bias: 
     if not layer.symmetric:
         x = F.pad(x, layer.pre_pad)
     return F.conv2d(x, weight, bias, layer.stride, layer.padding, layer.dilation, weight.shape[0])
-
-
-def int8_step_of(module: DianaSearchLayer) -> float:
-    """The digital step S/127 the emission must use for this layer."""
-    return float(module.q8.pow2_scale().detach()) / INT8_LEVELS

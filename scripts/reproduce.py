@@ -153,8 +153,9 @@ def run_sweeps(work: Path, batches: int) -> None:
 
 def run_dws(work: Path) -> None:
     """The depthwise-separable baseline is MobileNetV1 itself. No layer of it can be split on
-    Darkside (odimo-compile refuses it with E120), so its point is its own test accuracy in
-    onnxruntime and, as cost, the seed's "DWS" baseline, which costs exactly that network."""
+    Darkside (odimo-compile emits its one fixed mapping and trains nothing), so its point is its own
+    test accuracy in onnxruntime and, as cost, the seed's "DWS" baseline, which costs exactly that
+    network."""
     import onnx
 
     from odimo.ir.verify import onnx_accuracy

@@ -14,7 +14,7 @@ import pytest
 import builders
 from odimo.compiler.cli import sweep_main
 
-pytestmark = pytest.mark.xdist_group("sweep")  # one worker runs the module's sweep, once
+pytestmark = [pytest.mark.xdist_group("sweep"), pytest.mark.slow]  # one worker runs the sweep, once
 
 ARGS = [
     "--target",

@@ -18,6 +18,7 @@ from odimo.retrain.data import FASHION_MNIST_DIR
 MODEL = Path(__file__).resolve().parents[2] / "models" / "resnet20_fmnist.onnx"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not (Path(FASHION_MNIST_DIR) / "t10k-images-idx3-ubyte.gz").exists(),
     reason="Debian's dataset-fashion-mnist is not installed",
