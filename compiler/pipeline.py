@@ -21,7 +21,14 @@ import onnx
 from odimo.compiler.annotations import layer_notes, model_doc
 from odimo.compiler.emit import OutputFile, check_onnx_file, model_bytes, write_atomically
 from odimo.compiler.canonicalize import restore_signature
-from odimo.ir.errors import BUG_FIX, NoSearchableLayerError, OdimoError, OutputPathError, VerificationError
+from odimo.ir.errors import (
+    BUG_FIX,
+    InternalError,
+    NoSearchableLayerError,
+    OdimoError,
+    OutputPathError,
+    VerificationError,
+)
 from odimo.compiler.importer import load_model
 from odimo.ir.records import ImportedModel
 from odimo.targets.plan import TargetPlan, plan_for_target
@@ -105,31 +112,33 @@ class Transformed:
 
 
 @contextlib.contextmanager
-def stage(name: str) -> Iterator[None]:
+def stage(name: str, completed: list[str]) -> Iterator[None]:
+    """Run one stage; on success add it to `completed`. An OdimoError passes through; anything else
+    is our bug and becomes an InternalError naming this stage and those completed before it."""
     try:
         yield
     except OdimoError:
         raise
     except Exception as exc:  # anything else is our bug; say where it happened
-        raise VerificationError(
-            "E900", "internal-error", f"stage '{name}' failed: {type(exc).__name__}: {exc}", fix=BUG_FIX
-        ) from exc
+        raise InternalError(name, tuple(completed), exc) from exc
+    completed.append(name)
 
 
 def compile(model: str | Path, options: CompileOptions) -> CompileResult:  # noqa: A001 - the verb users expect
     source = Path(model)
+    completed: list[str] = []
     target = get_target(options.target)
     emit = options.emit or target.default_emit
     paths = _output_paths(source, options, emit)
-    with stage("import"):
+    with stage("import", completed):
         imported = load_model(source, verify_seed=options.seed)
-    with stage("analyse"):
+    with stage("analyse", completed):
         plan = plan_for_target(imported.model, target)
         _require_layers(plan, source)
         notes = (
             [] if plan.searchable else [f"no layer of this model can be split on {target.name}: every layer has one CU"]
         )
-    with stage("search"):
+    with stage("search", completed):
         if options.mapping == "search" and not plan.searchable:
             given = (fixed_mapping(plan.analysis.geometries, target), "fixed")
         else:
@@ -151,14 +160,14 @@ def compile(model: str | Path, options: CompileOptions) -> CompileResult:  # noq
             else given[0]
         )
         mapping_source = given[1] if given else "search"
-    with stage("transform"):
+    with stage("transform", completed):
         if trained is not None:
             emitted = emit_graphs(trained_graph, plan, mapping, emit, trained.substitutes, trained.quantized)
         else:
             emitted = emit_graphs(
                 imported.model, plan, mapping, emit, initial_substitutes(imported.model, plan, mapping)
             )
-    with stage("verify"):
+    with stage("verify", completed):
         costs = cost_table(plan.analysis.geometries, target, mapping)
         accuracy = dict(trained.accuracy) if trained else {"float": None, "final": None}
         lam = options.search.lam if trained and given is None else None
@@ -190,7 +199,7 @@ def compile(model: str | Path, options: CompileOptions) -> CompileResult:  # noq
         )
         if trained is not None:
             report["accuracy"]["onnx"] = onnx_accuracy(main_model, *trained.test_data)
-    with stage("emit"):
+    with stage("emit", completed):
         main_model, float_model = _with_user_signature(main_model, float_model, imported)
         files = [OutputFile(paths.model, model_bytes(main_model), _disk_check(main_model, probes))]
         if main_model is not float_model:

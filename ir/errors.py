@@ -76,3 +76,19 @@ class VerificationError(OdimoError):
     """odimo's own output does not match the reference: a bug in odimo, hence exit code 3."""
 
     exit_code = 3
+
+
+class InternalError(OdimoError):
+    """An unexpected exception inside a stage (E900 internal-error): a bug in odimo, exit code 3.
+
+    Kept apart from VerificationError: that one is a wrong result odimo caught itself, this one a
+    crash; the message names the stage and the stages that completed before it.
+    """
+
+    exit_code = 3
+
+    def __init__(self, stage: str, completed: tuple[str, ...], exc: BaseException) -> None:
+        after = f" (after {', '.join(completed)})" if completed else ""
+        super().__init__(
+            "E900", "internal-error", f"stage '{stage}' failed{after}: {type(exc).__name__}: {exc}", fix=BUG_FIX
+        )

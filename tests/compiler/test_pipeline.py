@@ -298,3 +298,23 @@ def test_failed_verification_exits_3_and_writes_nothing(
     assert err.startswith("odimo-compile: error E900 verification-failed: ") and err.count("error E") == 1
     assert seen_staging == [staged]
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_a_crash_inside_a_stage_is_an_internal_error_naming_it_and_those_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unexpected exception in 'verify' (here: the cost table) is E900 internal-error, exit 3."""
+    source = saved(tmp_path)
+    before = {p.name for p in tmp_path.iterdir()}
+
+    def crash(*args: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(pipeline, "cost_table", crash)
+    assert cli(source, "--target", "diana", "--mapping", "io-8bit", "-o", tmp_path / "out.onnx") == 3
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "odimo-compile: error E900 internal-error: stage 'verify' failed (after import, analyse, search, transform): "
+        "RuntimeError: boom"
+    )
+    assert {p.name for p in tmp_path.iterdir()} == before
