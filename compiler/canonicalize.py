@@ -230,16 +230,6 @@ def restore_signature(model: onnx.ModelProto, source: onnx.ModelProto) -> onnx.M
     return restored
 
 
-def relax_batch(model: onnx.ModelProto) -> onnx.ModelProto:
-    """`model` with a symbolic batch on its interface (for fast evaluation of a fixed-batch file)."""
-    if fixed_batch(model) is None:
-        return model
-    relaxed = onnx.ModelProto()
-    relaxed.CopyFrom(model)
-    _free_fixed_batch(relaxed)
-    return relaxed
-
-
 # --- constants -------------------------------------------------------------------------------
 
 

@@ -63,10 +63,10 @@ def probe_inputs(model: onnx.ModelProto, seed: int, count: int = 8, data: np.nda
     return probes
 
 
-def session_batch(sess: ort.InferenceSession) -> int:
-    """The batch a session runs at: its input's fixed batch, else DYNAMIC_BATCH_PROBE."""
+def session_batch(sess: ort.InferenceSession, symbolic: int = DYNAMIC_BATCH_PROBE) -> int:
+    """The batch a session runs at: its input's fixed batch, else `symbolic`."""
     first = sess.get_inputs()[0].shape[0]
-    return first if isinstance(first, int) and first > 0 else DYNAMIC_BATCH_PROBE
+    return first if isinstance(first, int) and first > 0 else symbolic
 
 
 def run(sess: ort.InferenceSession, samples: np.ndarray, batch: int | None = None) -> list[np.ndarray]:
@@ -125,10 +125,14 @@ def predictions(outputs: np.ndarray) -> np.ndarray:
 
 
 def require_equivalent(
-    reference: onnx.ModelProto | bytes, candidate: onnx.ModelProto | bytes, samples: np.ndarray, what: str
+    reference: onnx.ModelProto | bytes,
+    candidate: onnx.ModelProto | bytes,
+    samples: np.ndarray,
+    what: str,
+    candidate_batch: int | None = None,
 ) -> Comparison:
     """`compare`, raising VerificationError (exit 3: our bug) when the bound is exceeded."""
-    result = compare(reference, candidate, samples)
+    result = compare(reference, candidate, samples, candidate_batch)
     if not result.passed:
         raise VerificationError(
             "E900",
@@ -145,8 +149,7 @@ def onnx_accuracy(model: onnx.ModelProto | bytes, x: np.ndarray, y: np.ndarray, 
     A model with a fixed batch runs at that batch (the last one padded): the file as deployed.
     """
     sess = session(model, threads=0)  # 0: onnxruntime picks one thread per core
-    fixed = sess.get_inputs()[0].shape[0]
-    batch = fixed if isinstance(fixed, int) and fixed > 0 else batch
+    batch = session_batch(sess, symbolic=batch)
     correct = 0
     for k in range(0, len(y), 4096):  # bounded memory for the outputs
         logits = run(sess, x[k : k + 4096], batch)[0]

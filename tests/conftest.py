@@ -23,7 +23,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Keep each zoo family's tests on one xdist worker (`--dist loadgroup`), so its exports, the
-    slow part (dynamo: about 3 s a model), happen once per session and not once per worker."""
+    slow part (dynamo: about 1.6 s a model), happen once per session and not once per worker."""
     # The long tests first, so the two workers finish together instead of one waiting on the last.
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     for item in items:
