@@ -23,7 +23,7 @@ from odimo.ir.verify import compare, probe_inputs
 from odimo.models.export import export_onnx
 from odimo.targets import get_target
 from odimo.targets.base import Role
-from odimo.targets.mapping import Mapping
+from odimo.ir.assignment import Assignment
 
 
 class BasicBlock(nn.Module):
@@ -54,7 +54,7 @@ def resnet18(num_classes: int = 100) -> nn.Module:
     return nn.Sequential(*layers).eval()
 
 
-def random_mapping(plan, seed: int = 0) -> Mapping:
+def random_mapping(plan, seed: int = 0) -> Assignment:
     rng = np.random.default_rng(seed)
     layers = {}
     for layer in plan.searchable:
@@ -64,7 +64,7 @@ def random_mapping(plan, seed: int = 0) -> Mapping:
         else:
             k = int(rng.integers(0, c + 1))
             layers[layer.name] = ("digital",) * k + ("analog",) * (c - k)
-    return Mapping(plan.target.name, layers)
+    return Assignment(plan.target.name, layers)
 
 
 def main() -> None:
@@ -90,7 +90,7 @@ def main() -> None:
                 if p.support.role is Role.FIXED
             },
         }
-        mapping = Mapping(target.name, full)
+        mapping = Assignment(target.name, full)
         start = time.perf_counter()
         emitted = emit_graphs(imported.model, plan, mapping, "qdq", initial_substitutes(imported.model, plan, mapping))
         passes = time.perf_counter() - start

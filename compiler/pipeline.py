@@ -51,7 +51,8 @@ from odimo.retrain.run import SearchSettings, search
 from odimo.targets import get_target
 from odimo.targets.baselines import MappingRecipe, baseline_costs, build_baseline, fixed_mapping
 from odimo.targets.costing import cost_table
-from odimo.targets.mapping import Mapping, load_mapping, validate_mapping
+from odimo.ir.assignment import Assignment
+from odimo.targets.mapping import load_mapping, validate_mapping
 
 VERSION = importlib.metadata.version("odimo")
 EMIT_MODES = ("float", "qdq")
@@ -97,7 +98,7 @@ class OutputPaths:
 class CompileResult:
     paths: OutputPaths
     report: dict[str, Any]
-    mapping: Mapping
+    mapping: Assignment
     verification: Comparison
 
 
@@ -235,7 +236,7 @@ class EmittedGraphs:
 def emit_graphs(
     model: onnx.ModelProto,
     plan: TargetPlan,
-    mapping: Mapping,
+    mapping: Assignment,
     emit: str,
     substitutes: dict[str, Substitute],
     quantized: QuantizedLayers | None = None,
@@ -253,7 +254,7 @@ def emit_graphs(
     return EmittedGraphs(transformed, qdq_weights(transformed.partitioned, quantized.sublayer_steps(mapping)).model)
 
 
-def initial_substitutes(model: onnx.ModelProto, plan: TargetPlan, mapping: Mapping) -> dict[str, Substitute]:
+def initial_substitutes(model: onnx.ModelProto, plan: TargetPlan, mapping: Assignment) -> dict[str, Substitute]:
     """Substitute weights for an untrained mapping: the diagonal init of mix_substitutes."""
     cu = plan.target.substitute_cu
     if cu is None:
@@ -263,7 +264,7 @@ def initial_substitutes(model: onnx.ModelProto, plan: TargetPlan, mapping: Mappi
 
 
 def transform(
-    model: onnx.ModelProto, plan: TargetPlan, mapping: Mapping, substitutes: dict[str, Substitute]
+    model: onnx.ModelProto, plan: TargetPlan, mapping: Assignment, substitutes: dict[str, Substitute]
 ) -> Transformed:
     """Order, reorder and split: the partitioned float graph and the reference it must equal."""
     reference = mix_substitutes(model, mapping.layers, substitutes).model if substitutes else model
@@ -387,7 +388,7 @@ def _with_user_signature(
     return restored_main, (restored_main if float_model is main else restore_signature(float_model, imported.original))
 
 
-def _resolve_mapping(spec: str, plan: TargetPlan) -> tuple[Mapping, str]:
+def _resolve_mapping(spec: str, plan: TargetPlan) -> tuple[Assignment, str]:
     """A baseline name (any case) or a mapping file, validated; with the label the report shows."""
     target = plan.target
     names = {b.name.lower(): b.name for b in target.baselines if isinstance(b, MappingRecipe)}

@@ -16,7 +16,7 @@ from odimo.passes.base import cu_ranges
 from odimo.targets.base import Role
 from odimo.targets.baselines import BaselineCost
 from odimo.targets.costing import CostTable, CostTotals
-from odimo.targets.mapping import Mapping
+from odimo.ir.assignment import Assignment
 
 SCHEMA = "odimo.report/1"
 EMBEDDED_KEYS = ("target", "objective", "lambda", "totals", "layers", "baselines")
@@ -37,7 +37,7 @@ class RunFacts:
 def build_report(
     imported: ImportedModel,
     plan: TargetPlan,
-    mapping: Mapping,
+    mapping: Assignment,
     costs: CostTable,
     baselines: tuple[BaselineCost, ...],
     facts: RunFacts,
@@ -87,7 +87,7 @@ def sublayer_names(layer: str, cus: tuple[str, ...], cu_order: tuple[str, ...]) 
     return [f"{layer}/{cu}" for cu in cu_ranges(cus, cu_order)]
 
 
-def _layer_row(plan: TargetPlan, mapping: Mapping, costs: CostTable, name: str) -> dict[str, Any]:
+def _layer_row(plan: TargetPlan, mapping: Assignment, costs: CostTable, name: str) -> dict[str, Any]:
     layer = plan.layer(name)
     c_out = layer.layer.geometry.c_out
     cus = mapping.layers.get(name, ("host",) * c_out)

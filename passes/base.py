@@ -14,7 +14,7 @@ import onnx
 from odimo.ir.graph import GraphIndex
 
 # Layer name -> CU name of each output channel, in original channel order ("host" for host layers).
-Assignment = Mapping[str, tuple[str, ...]]
+LayerCUs = Mapping[str, tuple[str, ...]]
 
 
 @dataclass(frozen=True)

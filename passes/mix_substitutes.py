@@ -14,13 +14,11 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from odimo.passes.base import Assignment, PassResult
+from odimo.passes.base import LayerCUs, PassResult
 from odimo.ir.records import Substitute
 
 
-def mix_substitutes(
-    model: onnx.ModelProto, assignment: Assignment, substitutes: Mapping[str, Substitute]
-) -> PassResult:
+def mix_substitutes(model: onnx.ModelProto, assignment: LayerCUs, substitutes: Mapping[str, Substitute]) -> PassResult:
     work = copy.deepcopy(model)
     nodes: list[onnx.NodeProto] = []
     inits: list[onnx.TensorProto] = []

@@ -13,7 +13,7 @@ import numpy as np
 
 from odimo.ir.errors import PassError
 from odimo.targets.plan import Policy, TargetPlan
-from odimo.passes.base import Assignment
+from odimo.passes.base import LayerCUs
 from odimo.targets.base import Role
 
 
@@ -24,7 +24,7 @@ class ChannelOrder:
     perms: dict[str, np.ndarray]
 
 
-def order_channels(plan: TargetPlan, assignment: Assignment) -> ChannelOrder:
+def order_channels(plan: TargetPlan, assignment: LayerCUs) -> ChannelOrder:
     cu_order = {cu: k for k, cu in enumerate(plan.target.cus)}
     perms: dict[str, np.ndarray] = {}
     for layer in plan.layers:

@@ -22,13 +22,13 @@ from onnx import helper, numpy_helper
 from odimo.ir.records import Substitute
 from odimo.ir.graph import GraphIndex, drop_unused_initializers
 from odimo.targets.plan import TargetPlan
-from odimo.passes.base import Assignment, PassResult, cu_ranges, own_name
+from odimo.passes.base import LayerCUs, PassResult, cu_ranges, own_name
 
 HOST = "host"
 
 
 def split_layers(
-    model: onnx.ModelProto, plan: TargetPlan, assignment: Assignment, substitutes: Mapping[str, Substitute] = {}
+    model: onnx.ModelProto, plan: TargetPlan, assignment: LayerCUs, substitutes: Mapping[str, Substitute] = {}
 ) -> PassResult:
     work = copy.deepcopy(model)
     index = GraphIndex.of(work.graph)

@@ -29,7 +29,7 @@ from odimo.retrain.data import Dataset, fit_to_model, load_dataset, split_train_
 from odimo.retrain.search import DianaSearchLayer
 from odimo.retrain.supernet import Supernet
 from odimo.retrain.trainer import TrainConfig, evaluate, train
-from odimo.targets.mapping import Mapping
+from odimo.ir.assignment import Assignment
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class SearchGraphCheck:
 
 @dataclass(frozen=True)
 class Trained:
-    mapping: Mapping
+    mapping: Assignment
     weights: dict[str, np.ndarray]  # by Conv/Gemm node, what the canonical graph's nodes get back
     biases: dict[str, np.ndarray]
     constants: dict[str, np.ndarray]  # other trained initializers (BN affine, PRelu slopes)
@@ -83,7 +83,7 @@ def load_data(imported: ImportedModel, settings: SearchSettings) -> Dataset:
 
 
 def search(
-    imported: ImportedModel, plan: TargetPlan, settings: SearchSettings, fixed_mapping: Mapping | None = None
+    imported: ImportedModel, plan: TargetPlan, settings: SearchSettings, fixed_mapping: Assignment | None = None
 ) -> Trained:
     """Train (search + final, or final only for a `fixed_mapping`) and collect the results."""
     torch.manual_seed(settings.seed)
@@ -129,7 +129,7 @@ def search(
 
 
 def _trained_layers(
-    supernet: Supernet, mapping: Mapping
+    supernet: Supernet, mapping: Assignment
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Substitute], QuantizedLayers | None]:
     """Trained numbers for the user's nodes: float layers, and for DIANA the fake-quantized weights
     and biases of every quantized layer (what the QDQ file will hold)."""

@@ -25,7 +25,7 @@ from odimo.ir.records import SearchNode
 from odimo.retrain.quantizers import quantize_bias
 from odimo.retrain.search import DarksideSearchLayer, DianaSearchLayer
 from odimo.targets.base import Role
-from odimo.targets.mapping import Mapping
+from odimo.ir.assignment import Assignment
 
 INPUT_CLIP = 1.0  # [0, 1] images at the network input (method.md §6)
 HIDDEN_CLIP = 6.0
@@ -108,12 +108,12 @@ class Supernet(nn.Module):
         return total
 
     # --- discretization ----------------------------------------------------------------------
-    def mapping(self) -> Mapping:
-        return Mapping(
+    def mapping(self) -> Assignment:
+        return Assignment(
             self.plan.target.name, {name: self.search_module(name).assignment() for name in self.search_names}
         )
 
-    def fix_mapping(self, mapping: Mapping) -> None:
+    def fix_mapping(self, mapping: Assignment) -> None:
         for name in self.search_names:
             self.search_module(name).fix_assignment(mapping.layers[name])
 
@@ -132,7 +132,7 @@ class Supernet(nn.Module):
             if isinstance(getattr(self.net, attr_name), nn.Parameter)
         }
 
-    def quantized_layers(self, mapping: Mapping) -> QuantizedLayers:
+    def quantized_layers(self, mapping: Assignment) -> QuantizedLayers:
         """DIANA: the fake-quantized weights and biases at the final θ, with each row's step."""
         weights, biases, steps = {}, {}, {}
         with torch.no_grad():

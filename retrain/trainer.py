@@ -25,7 +25,7 @@ from odimo.ir.errors import TrainingError
 from odimo.retrain.augment import augment
 from odimo.retrain.data import TrainValSplit
 from odimo.retrain.supernet import Supernet
-from odimo.targets.mapping import Mapping
+from odimo.ir.assignment import Assignment
 
 PHASES = ("warmup", "search", "final")
 DARKSIDE_WEIGHT_LR = 1e-4  # fine-tuning an imported network (method.md §4: the reference's ImageNet lr)
@@ -45,7 +45,7 @@ class TrainConfig:
     checkpoint_dir: Path | None = None
     resume: bool = False
     progress: bool = True
-    fixed_mapping: Mapping | None = None  # a baseline: skip the search, fine-tune this mapping
+    fixed_mapping: Assignment | None = None  # a baseline: skip the search, fine-tune this mapping
     ramp: bool = False  # Darkside: λ grows to its full value at half the search (method.md §3)
 
 
@@ -64,7 +64,7 @@ class TrainState:
 
 @dataclass(frozen=True)
 class TrainResult:
-    mapping: Mapping
+    mapping: Assignment
     val_accuracy: float
     history: list[dict[str, Any]]
     phase_seconds: dict[str, float]
@@ -101,7 +101,7 @@ def _train(supernet: Supernet, data: TrainValSplit, config: TrainConfig) -> Trai
         if phase == "final" and state.mapping is None:
             _discretize(supernet, state, search > 0)
         if phase == "final":
-            supernet.fix_mapping(Mapping(supernet.plan.target.name, state.mapping))
+            supernet.fix_mapping(Assignment(supernet.plan.target.name, state.mapping))
         while state.phase_epoch[phase] < count:
             started = time.perf_counter()
             record = _run_epoch(supernet, data, config, optimizers[phase], phase, state, device)
@@ -111,9 +111,9 @@ def _train(supernet: Supernet, data: TrainValSplit, config: TrainConfig) -> Trai
                 _save_checkpoint(checkpoint, supernet, optimizers, state)
     if state.mapping is None:
         _discretize(supernet, state, search > 0)
-        supernet.fix_mapping(Mapping(supernet.plan.target.name, state.mapping))
+        supernet.fix_mapping(Assignment(supernet.plan.target.name, state.mapping))
     val = evaluate(supernet, data.x_val, data.y_val, config.batch_size, device)
-    return TrainResult(Mapping(supernet.plan.target.name, state.mapping), val, state.history, state.phase_seconds)
+    return TrainResult(Assignment(supernet.plan.target.name, state.mapping), val, state.history, state.phase_seconds)
 
 
 def evaluate(
@@ -364,7 +364,7 @@ def _load_checkpoint(path: Path, supernet: Supernet, optimizers: dict[str, Stepp
     mapping = payload["state"]["mapping"]
     if mapping is not None:
         # A checkpoint of the final phase holds the one-hot `fixed` buffers: give them their shape.
-        supernet.fix_mapping(Mapping(supernet.plan.target.name, mapping))
+        supernet.fix_mapping(Assignment(supernet.plan.target.name, mapping))
     supernet.load_state_dict(payload["model"])
     for key, optimizer in optimizers.items():
         optimizer.load_state_dict(payload["optimizers"][key])

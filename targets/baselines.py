@@ -2,7 +2,7 @@
 
 A target lists its baselines as recipes (`Target.baselines`); the generic ones are here, a
 structural one (Darkside DWS) lives with its target. Every recipe can be costed; the mapping ones
-also build a `Mapping`, which can be emitted like a searched one. Layers a CU cannot run are
+also build a `Assignment`, which can be emitted like a searched one. Layers a CU cannot run are
 pinned to the CU that can, and the reason is kept in the notes.
 """
 
@@ -18,7 +18,7 @@ from odimo.ir.errors import TargetError
 from odimo.ir.geometry import LayerGeometry
 from odimo.targets.base import Role, Target
 from odimo.targets.costing import CostTable, cost_table
-from odimo.targets.mapping import Mapping
+from odimo.ir.assignment import Assignment
 
 
 class Objective(enum.Enum):
@@ -29,7 +29,7 @@ class Objective(enum.Enum):
 @dataclass(frozen=True)
 class Baseline:
     name: str
-    mapping: Mapping  # every costed layer, fixed ones included
+    mapping: Assignment  # every costed layer, fixed ones included
     notes: tuple[str, ...]  # pinned and host layers, with the reason
 
 
@@ -146,10 +146,10 @@ def _assemble(
         else:
             split = choose(layer)
         assignment[layer.name] = tuple(cu for cu in target.cus for _ in range(split.get(cu, 0)))
-    return Baseline(name, Mapping(target.name, assignment), tuple(notes))
+    return Baseline(name, Assignment(target.name, assignment), tuple(notes))
 
 
-def fixed_mapping(layers: Sequence[LayerGeometry], target: Target) -> Mapping:
+def fixed_mapping(layers: Sequence[LayerGeometry], target: Target) -> Assignment:
     """Every costed layer on its only CU: the whole mapping of a model no layer of which can be split."""
 
     def refuse(layer: LayerGeometry) -> Split:

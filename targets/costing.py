@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from odimo.ir.geometry import LayerGeometry
 from odimo.targets.base import Role, Target
-from odimo.targets.mapping import Mapping, validate_mapping
+from odimo.ir.assignment import Assignment
+from odimo.targets.mapping import validate_mapping
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def tabulate(target: Target, rows: cabc.Sequence[LayerCost]) -> CostTable:
     )
 
 
-def cost_table(layers: cabc.Sequence[LayerGeometry], target: Target, mapping: Mapping) -> CostTable:
+def cost_table(layers: cabc.Sequence[LayerGeometry], target: Target, mapping: Assignment) -> CostTable:
     """The cost of `mapping` on `layers` (validated first; fixed layers may be omitted)."""
     full = validate_mapping(mapping, layers, target)
     rows = []

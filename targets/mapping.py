@@ -1,4 +1,4 @@
-"""A mapping: for each mappable layer, the CU of each output channel, and its file (onnx-io.md §5).
+"""Reading, writing and checking mapping files: an Assignment against a model and a target.
 
 The mapping is the one artefact a user may write by hand (`--mapping`), so everything it can get
 wrong is checked here, at the boundary, and reported with code E310.
@@ -7,77 +7,32 @@ wrong is checked here, at the boundary, and reported with code E310.
 from __future__ import annotations
 
 import collections.abc as cabc
-import json
-from collections import Counter
-from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 
-from odimo.ir.errors import MappingError
+from odimo.ir.assignment import Assignment, mapping_error
 from odimo.ir.geometry import LayerGeometry
 from odimo.targets.base import LayerSupport, Role, Target
 
-SCHEMA = "odimo.mapping/1"
 
-
-@dataclass(frozen=True)
-class Mapping:
-    """`layers[name][c]` is the CU of original output channel c of layer `name`."""
-
-    target: str
-    layers: dict[str, tuple[str, ...]]
-
-    def split(self, layer: str) -> dict[str, int]:
-        """Channels per CU of `layer` (only CUs that have some)."""
-        return dict(Counter(self.layers[layer]))
-
-    def to_json(self) -> str:
-        """The §5 file text: layer names sorted, one layer per line, so two mappings diff well."""
-        lines = [f"    {json.dumps(name)}: {json.dumps(list(self.layers[name]))}" for name in sorted(self.layers)]
-        body = "{\n" + ",\n".join(lines) + "\n  }" if lines else "{}"
-        return (
-            f'{{\n  "schema": {json.dumps(SCHEMA)},\n  "target": {json.dumps(self.target)},\n  "layers": {body}\n}}\n'
-        )
-
-    @classmethod
-    def from_json(cls, text: str, source: str = "mapping") -> Mapping:
-        """Parse §5 text; `source` (a file name) is where errors point."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise _error(f"not JSON ({exc})", source) from None
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-            found = data.get("schema") if isinstance(data, dict) else type(data).__name__
-            raise _error(f"schema is {found!r}, expected {SCHEMA!r}", source)
-        target, layers = data.get("target"), data.get("layers")
-        if not isinstance(target, str):
-            raise _error('"target" must be a target name', source)
-        if not isinstance(layers, dict):
-            raise _error('"layers" must map layer names to lists of CU names', source)
-        for name, cus in layers.items():
-            if not isinstance(cus, list) or not all(isinstance(cu, str) for cu in cus):
-                raise _error(f"layer '{name}' must map to a list of CU names", source)
-        return cls(target, {name: tuple(cus) for name, cus in layers.items()})
-
-
-def load_mapping(path: str | PathLike[str]) -> Mapping:
+def load_mapping(path: str | PathLike[str]) -> Assignment:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise _error(f"cannot read the mapping file ({exc})", str(path)) from None
-    return Mapping.from_json(text, source=str(path))
+        raise mapping_error(f"cannot read the mapping file ({exc})", str(path)) from None
+    return Assignment.from_json(text, source=str(path))
 
 
-def save_mapping(mapping: Mapping, path: str | PathLike[str]) -> None:
+def save_mapping(mapping: Assignment, path: str | PathLike[str]) -> None:
     Path(path).write_text(mapping.to_json(), encoding="utf-8")
 
 
 def validate_mapping(
-    mapping: Mapping,
+    mapping: Assignment,
     layers: cabc.Sequence[LayerGeometry],
     target: Target,
     contiguous_layers: cabc.Mapping[str, str] | None = None,
-) -> Mapping:
+) -> Assignment:
     """Check `mapping` against the analysed layers and return it with fixed layers filled in.
 
     `contiguous_layers` names layers whose channels are coupled (residual stream, graph output...)
@@ -85,7 +40,7 @@ def validate_mapping(
     problem is reported at once, in one MappingError.
     """
     if mapping.target != target.name:
-        raise _error(
+        raise mapping_error(
             f"the mapping is for target '{mapping.target}', not '{target.name}'",
             "mapping",
             fix=f"compile with --target {mapping.target}, or write a mapping for {target.name}",
@@ -110,12 +65,12 @@ def validate_mapping(
         if not found:
             full[layer.name] = cus
     if problems:
-        raise _error(
+        raise mapping_error(
             "; ".join(what for _, what in problems),
             "layers " + ", ".join(dict.fromkeys(f"'{name}'" for name, _ in problems)),
             fix="fix or remove these entries (odimo-inspect lists the layers and the CUs each can use)",
         )
-    return Mapping(target.name, full)
+    return Assignment(target.name, full)
 
 
 def _layer_problems(
@@ -153,8 +108,3 @@ def _layer_problems(
 def _is_prefix_split(cus: tuple[str, ...], target: Target) -> bool:
     order = [target.cus.index(cu) for cu in cus]
     return all(a <= b for a, b in zip(order, order[1:]))
-
-
-def _error(what: str, where: str, fix: str = "") -> MappingError:
-    fix = fix or f"write the {SCHEMA} format: onnx-io.md §5, or a mapping odimo-compile saved"
-    return MappingError("E310", "bad-mapping", what, where=where, fix=fix)

@@ -17,7 +17,7 @@ from odimo.ir.graph import GraphIndex
 from odimo.targets.plan import TargetPlan
 from odimo.ir.records import Substitute
 from odimo.targets.base import Role
-from odimo.targets.mapping import Mapping as CuMapping
+from odimo.ir.assignment import Assignment
 from odimo.targets.quantization import quantize
 
 
@@ -31,7 +31,7 @@ class QuantizedLayers:
     substitute_steps: dict[str, np.ndarray]
     biases: dict[str, np.ndarray] = field(default_factory=dict)  # fake-quantized, when trained
 
-    def sublayer_steps(self, mapping: CuMapping) -> dict[str, np.ndarray]:
+    def sublayer_steps(self, mapping: Assignment) -> dict[str, np.ndarray]:
         """Step vector of every emitted node `L/<cu>`, rows in stored (ascending channel) order."""
         result = {}
         for layer, steps in self.steps.items():
@@ -48,7 +48,7 @@ class QuantizedLayers:
 
 
 def quantize_layers(
-    model: onnx.ModelProto, plan: TargetPlan, mapping: CuMapping, substitutes: Mapping[str, Substitute]
+    model: onnx.ModelProto, plan: TargetPlan, mapping: Assignment, substitutes: Mapping[str, Substitute]
 ) -> QuantizedLayers:
     index = GraphIndex.of(model.graph)
     formats = plan.target.weight_formats

@@ -19,7 +19,8 @@ from odimo.compiler.canonicalize import canonicalize
 from odimo.targets.plan import Policy, TargetPlan, plan_for_target
 from odimo.ir.verify import probe_inputs, run, session
 from odimo.targets import get_target
-from odimo.targets.mapping import Mapping, validate_mapping
+from odimo.ir.assignment import Assignment
+from odimo.targets.mapping import validate_mapping
 
 # STYLE.md §8: float32 before/after tolerance of a pass that claims to keep the function.
 RTOL, ATOL = 1e-5, 1e-6
@@ -97,11 +98,11 @@ def plan_of(model: onnx.ModelProto, target: str) -> TargetPlan:
     return plan_for_target(model, get_target(target))
 
 
-def mapping_of(plan: TargetPlan, searchable: AnyMapping[str, tuple[str, ...]]) -> Mapping:
+def mapping_of(plan: TargetPlan, searchable: AnyMapping[str, tuple[str, ...]]) -> Assignment:
     """A validated mapping: `searchable` gives the CUs of searched layers, fixed layers are implied."""
     target = plan.target
     return validate_mapping(
-        Mapping(target.name, dict(searchable)), plan.analysis.geometries, target, plan.contiguous_layers
+        Assignment(target.name, dict(searchable)), plan.analysis.geometries, target, plan.contiguous_layers
     )
 
 
@@ -110,7 +111,7 @@ def prefix(counts: AnyMapping[str, int]) -> tuple[str, ...]:
     return tuple(cu for cu, n in counts.items() for _ in range(n))
 
 
-def random_mapping(plan: TargetPlan, rng: np.random.Generator) -> Mapping:
+def random_mapping(plan: TargetPlan, rng: np.random.Generator) -> Assignment:
     """Any CU per channel for a free layer; a random per-CU prefix (CU order) for a contiguous one."""
     layers = {}
     for layer in plan.searchable:

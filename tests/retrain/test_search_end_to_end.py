@@ -25,7 +25,8 @@ from odimo.ir.verify import session
 from odimo.retrain.data import fit_to_model, load_dataset
 from odimo.retrain.supernet import Supernet
 from odimo.targets import get_target
-from odimo.targets.mapping import Mapping, load_mapping
+from odimo.ir.assignment import Assignment
+from odimo.targets.mapping import load_mapping
 
 SMOKE = [
     "--data",
@@ -54,7 +55,7 @@ def _supernet_from_checkpoint(model_path: Path, target: str, checkpoint: Path) -
     source = load_model(model_path)
     supernet = Supernet(source.model, plan_for_target(source.model, get_target(target)))
     payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    supernet.fix_mapping(Mapping(target, payload["state"]["mapping"]))
+    supernet.fix_mapping(Assignment(target, payload["state"]["mapping"]))
     supernet.load_state_dict(payload["model"])
     return supernet.eval()
 

@@ -10,7 +10,8 @@ from odimo.ir.errors import MappingError
 from odimo.ir.geometry import LayerGeometry
 from odimo.targets.darkside import DARKSIDE
 from odimo.targets.diana import DIANA
-from odimo.targets.mapping import Mapping, load_mapping, save_mapping, validate_mapping
+from odimo.ir.assignment import Assignment
+from odimo.targets.mapping import load_mapping, save_mapping, validate_mapping
 
 conv = LayerGeometry.conv
 DIANA_LAYERS = [
@@ -20,7 +21,7 @@ DIANA_LAYERS = [
     LayerGeometry.linear("fc", 4, 2),
 ]
 DARKSIDE_LAYERS = [conv("layer3", 4, 4, 3, 8), conv("pw", 4, 8, 1, 8)]
-GOOD = Mapping(
+GOOD = Assignment(
     "diana",
     {"fc": ("analog", "digital"), "conv1": ("digital", "analog", "analog", "digital")},
 )
@@ -37,14 +38,14 @@ def test_json_format_is_sorted_one_layer_per_line() -> None:
         "  }\n"
         "}\n"
     )
-    assert json.loads(Mapping("diana", {}).to_json())["layers"] == {}
+    assert json.loads(Assignment("diana", {}).to_json())["layers"] == {}
 
 
 def test_round_trip_through_a_file(tmp_path) -> None:
     path = tmp_path / "out.mapping.json"
     save_mapping(GOOD, path)
     assert load_mapping(path) == GOOD
-    assert Mapping.from_json(GOOD.to_json()) == GOOD
+    assert Assignment.from_json(GOOD.to_json()) == GOOD
 
 
 def test_validation_fills_in_fixed_layers() -> None:
@@ -76,19 +77,19 @@ def test_missing_file() -> None:
         load_mapping("/nonexistent/m.json")
 
 
-def _fails(mapping: Mapping, message: str, layers=DIANA_LAYERS, target=DIANA, **kwargs) -> str:
+def _fails(mapping: Assignment, message: str, layers=DIANA_LAYERS, target=DIANA, **kwargs) -> str:
     with pytest.raises(MappingError, match=message) as err:
         validate_mapping(mapping, layers, target, **kwargs)
     assert err.value.code == "E310"
     return str(err.value)
 
 
-def _with(target: str = "diana", **layers: tuple[str, ...]) -> Mapping:
-    return Mapping(target, {**GOOD.layers, **layers} if target == "diana" else layers)
+def _with(target: str = "diana", **layers: tuple[str, ...]) -> Assignment:
+    return Assignment(target, {**GOOD.layers, **layers} if target == "diana" else layers)
 
 
 def test_wrong_target() -> None:
-    _fails(Mapping("darkside", GOOD.layers), "for target 'darkside', not 'diana'")
+    _fails(Assignment("darkside", GOOD.layers), "for target 'darkside', not 'diana'")
 
 
 def test_unknown_layer() -> None:
@@ -96,7 +97,7 @@ def test_unknown_layer() -> None:
 
 
 def test_missing_searchable_layer() -> None:
-    _fails(Mapping("diana", {"fc": GOOD.layers["fc"]}), "searchable layer 'conv1' is missing")
+    _fails(Assignment("diana", {"fc": GOOD.layers["fc"]}), "searchable layer 'conv1' is missing")
 
 
 def test_host_layer_present() -> None:
@@ -117,9 +118,9 @@ def test_cu_that_cannot_run_the_layer_names_those_that_can() -> None:
 
 
 def test_non_contiguous_darkside_split() -> None:
-    mapping = Mapping("darkside", {"layer3": ("cluster", "dwe", "cluster", "dwe")})
+    mapping = Assignment("darkside", {"layer3": ("cluster", "dwe", "cluster", "dwe")})
     _fails(mapping, "layer 'layer3' has a non-contiguous split", DARKSIDE_LAYERS, DARKSIDE)
-    ok = Mapping("darkside", {"layer3": ("cluster", "cluster", "dwe", "dwe")})
+    ok = Assignment("darkside", {"layer3": ("cluster", "cluster", "dwe", "dwe")})
     assert validate_mapping(ok, DARKSIDE_LAYERS, DARKSIDE).layers["pw"] == ("cluster",) * 8
 
 
@@ -141,7 +142,7 @@ def test_split_breaking_a_contiguous_group_names_the_coupling_node() -> None:
 
 
 def test_every_problem_is_reported_at_once() -> None:
-    mapping = Mapping("diana", {"conv9": ("digital",), "fc": ("digital",)})
+    mapping = Assignment("diana", {"conv9": ("digital",), "fc": ("digital",)})
     message = _fails(mapping, "conv9")
     assert "searchable layer 'conv1' is missing" in message
     assert "layer 'fc' has 2 output channels" in message

@@ -13,7 +13,7 @@ from odimo.targets.baselines import baseline_costs, baselines_for, build_baselin
 from odimo.targets.costing import cost_table
 from odimo.targets.darkside import DARKSIDE, dws_cost
 from odimo.targets.diana import DIANA
-from odimo.targets.mapping import Mapping
+from odimo.ir.assignment import Assignment
 
 NETWORKS = {
     "resnet20": resnet20_cifar10(),
@@ -130,9 +130,9 @@ def test_baseline_names_per_target() -> None:
         build_baseline("All-4bit", layers, DIANA)
 
 
-def _half_split(layers) -> Mapping:
+def _half_split(layers) -> Assignment:
     """⌊C/2⌋ conv channels on every searchable layer (the reference's `half` initialisation)."""
-    return Mapping(
+    return Assignment(
         "darkside",
         {
             layer.name: ("cluster",) * (layer.c_out // 2) + ("dwe",) * (layer.c_out - layer.c_out // 2)

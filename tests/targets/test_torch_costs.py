@@ -15,7 +15,7 @@ from odimo.targets import Role, smooth_max
 from odimo.targets.costing import cost_table
 from odimo.targets.darkside import DARKSIDE
 from odimo.targets.diana import DIANA
-from odimo.targets.mapping import Mapping
+from odimo.ir.assignment import Assignment
 
 HARD = 1e-6  # a temperature at which the smooth max is the hard max in float64
 A = LayerGeometry.conv("A", 16, 16, 3, 32)
@@ -48,7 +48,7 @@ def test_diana_torch_equals_exact_at_one_hot() -> None:
         latency += DIANA.layer_latency_torch(layer, counts, tau=HARD).item()
         energy += DIANA.layer_energy_torch(layer, counts, tau=HARD).item()
         assignment[layer.name] = tuple("digital" if d else "analog" for d in on_digital.tolist())
-    table = cost_table(layers, DIANA, Mapping("diana", assignment))
+    table = cost_table(layers, DIANA, Assignment("diana", assignment))
     assert latency == pytest.approx(table.total.cycles, rel=1e-9)
     assert energy == pytest.approx(table.total.energy_mw_cycles, rel=1e-9)
 
@@ -66,7 +66,7 @@ def test_darkside_torch_equals_exact_at_integer_splits() -> None:
         latency += DARKSIDE.layer_latency_torch(layer, counts, tau=HARD).item()
         energy += DARKSIDE.layer_energy_torch(layer, counts, tau=HARD).item()
         assignment[layer.name] = ("cluster",) * k + ("dwe",) * (layer.c_out - k)
-    table = cost_table(layers, DARKSIDE, Mapping("darkside", assignment))
+    table = cost_table(layers, DARKSIDE, Assignment("darkside", assignment))
     assert latency == pytest.approx(table.searchable.cycles, rel=1e-9)
     assert energy == pytest.approx(table.searchable.energy_mw_cycles, rel=1e-9)
 
