@@ -3,7 +3,7 @@
 For ResNet-20 on DIANA and the Darkside seed network on Darkside, one epoch of N batches of B
 synthetic 3x32x32 images, measured in one run:
 - search: the Supernet (search modules, DIANA quantizers), loss CE + λ·cost, the trainer's search
-  optimizer (`trainer._optimizers(...)["search"]`);
+  optimizer (`build_optimizers(...)["search"]`);
 - plain fine-tune: the bridged OnnxModule without search modules, loss CE, the same weight
   optimizer (DIANA: SGD lr 1e-3, momentum 0.9, wd 1e-4; Darkside: Adam lr 1e-3, wd 1e-4);
 - baseline fine-tune (the paper's Table II reference, "the most demanding baseline"): the Supernet
@@ -70,7 +70,7 @@ def _trainer(model, target: str, mode: str):
     from odimo.targets.plan import plan_for_target
     from odimo.retrain.bridge import OnnxModule
     from odimo.retrain.supernet import Supernet
-    from odimo.retrain.trainer import TrainConfig, _optimizers
+    from odimo.retrain.optimizers import build_optimizers
     from odimo.targets import get_target
     from odimo.targets.baselines import build_baseline
 
@@ -78,7 +78,7 @@ def _trainer(model, target: str, mode: str):
     if mode in ("search", "baseline"):
         plan = plan_for_target(model, get_target(target))
         net = Supernet(model, plan)
-        optimizer = _optimizers(net, TrainConfig(lam=LAMBDA[target]))["search" if mode == "search" else "final"]
+        optimizer = build_optimizers(net)["search" if mode == "search" else "final"]
         if mode == "baseline":
             net.fix_mapping(build_baseline(BASELINE[target], plan.analysis.geometries, plan.target).mapping)
     else:

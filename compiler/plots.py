@@ -10,13 +10,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # the backend must be chosen first
 
-CU_COLORS = {"digital": "#1f77b4", "analog": "#ff7f0e", "cluster": "#2ca02c", "dwe": "#d62728", "host": "#7f7f7f"}
+from odimo.targets import get_target
+
+HOST_COLOR = "#7f7f7f"
 
 
 def split_plot(report: dict[str, Any]) -> bytes:
     """Paper Fig. 8/9: per layer, the fraction of channels on each CU, and cycles per CU (log)."""
     rows = [r for r in report["layers"] if r["class"] != "host"]
     cus = report["target"]["cus"]
+    colors = {cu.name: cu.color for cu in get_target(report["target"]["name"]).cu_table} | {"host": HOST_COLOR}
     names = [r["name"] for r in rows]
     x = range(len(rows))
     # Fixed margins sized to the longest rotated name (0.055 in per x-small character): drawing the
@@ -34,7 +37,7 @@ def split_plot(report: dict[str, Any]) -> bytes:
     bottoms = [0.0] * len(rows)
     for cu in cus:
         fractions = [r["split"].get(cu, 0) / sum(r["split"].values()) for r in rows]
-        top.bar(x, fractions, bottom=bottoms, color=CU_COLORS.get(cu), label=cu)
+        top.bar(x, fractions, bottom=bottoms, color=colors.get(cu), label=cu)
         bottoms = [b + f for b, f in zip(bottoms, fractions)]
     top.set_ylabel("channel fraction")
     top.legend(loc="upper right", fontsize="small")
@@ -43,7 +46,7 @@ def split_plot(report: dict[str, Any]) -> bytes:
     for k, cu in enumerate(cus):
         cycles = [max((r["cycles"] or {}).get(cu, 0.0), 0.0) for r in rows]
         bars = bottom.bar(
-            [i + (k - (len(cus) - 1) / 2) * width for i in x], cycles, width=width, color=CU_COLORS.get(cu), label=cu
+            [i + (k - (len(cus) - 1) / 2) * width for i in x], cycles, width=width, color=colors.get(cu), label=cu
         )
         for bar, row in zip(bars, rows):
             if row["latency_cycles"] and (row["cycles"] or {}).get(cu) == row["latency_cycles"]:

@@ -64,13 +64,15 @@ class Substitute:
 
 @dataclass(frozen=True)
 class SearchNode:
-    """The state of one searchable layer: which function, and its named tensors.
+    """The state of one searchable layer: which function, which body it has, and its named tensors.
 
-    `tensors` holds, by function input name, the arrays the call reads (θ or α, per-CU weights and
-    biases, a temperature); `metadata` is written on the call node.
+    `body` is one of passes/search_graph.py's BODIES; `tensors` holds, by function input name, the
+    arrays the call reads (θ or α, per-CU weights and biases, a temperature); `metadata` is written
+    on the call node.
     """
 
     function: str
+    body: str
     tensors: dict[str, np.ndarray]
     metadata: dict[str, str]
     attributes: dict[str, int] = field(default_factory=dict)

@@ -2,7 +2,9 @@
 
 Netron draws a call as one box (`DianaMixedConv ƒ`) that opens into its body, so a user sees where
 the search sits and what it mixes; onnxruntime runs it and must match the torch supernet in eval
-mode. Bodies use standard ops only; the layer's Conv attributes are passed by reference.
+mode. Bodies use standard ops only; the layer's Conv attributes are passed by reference. Each
+`SearchNode` names its function and the body it has (`BODIES`); a body reads its per-CU tensors by
+the input names the node gives them (`W_<cu>`, `B_<cu>`), so no target or CU is named here.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ CONV_ATTRS = ("strides", "pads", "dilations")
 
 def search_graph(model: onnx.ModelProto, layers: Mapping[str, SearchNode]) -> PassResult:
     work = copy.deepcopy(model)
-    used: set[str] = set()
+    used: dict[str, SearchNode] = {}
     nodes = []
     for node in work.graph.node:
         state = layers.get(node.name)
@@ -46,11 +48,11 @@ def search_graph(model: onnx.ModelProto, layers: Mapping[str, SearchNode]) -> Pa
             onnx.StringStringEntryProto(key=k, value=v) for k, v in sorted(state.metadata.items())
         )
         nodes.append(call)
-        used.add(state.function)
+        used[state.function] = state
     del work.graph.node[:]
     work.graph.node.extend(nodes)
     opset = next(o.version for o in work.opset_import if o.domain in ("", "ai.onnx"))
-    work.functions.extend(FUNCTIONS[name](opset) for name in sorted(used))
+    work.functions.extend(_function_of(name, used[name], opset) for name in sorted(used))
     work.opset_import.append(helper.make_operatorsetid(DOMAIN, 1))
     work.ir_version = max(work.ir_version, FUNCTION_IR)
     drop_unused_initializers(work.graph)
@@ -108,70 +110,60 @@ def _prefix_share(nodes: list, rank_axes: list[int]) -> None:
     ]
 
 
-def _blend(nodes: list) -> None:
-    """W = s·W_d + (1 − s)·W_a, B likewise: paper Eq. 5's effective weights."""
+def _function_of(name: str, state: SearchNode, opset: int) -> onnx.FunctionProto:
+    return BODIES[state.body](name, ["X", *state.tensors], opset)
+
+
+def _blend(nodes: list, inputs: list[str]) -> None:
+    """W = s·W_0 + (1 − s)·W_1, B likewise: paper Eq. 5's effective weights (CU 0 first)."""
+    w_first, w_second = [n for n in inputs if n.startswith("W_")]
+    b_first, b_second = [n for n in inputs if n.startswith("B_")]
     nodes += [
         _const("one", np.array(1.0, dtype=np.float32)),
         helper.make_node("Sub", ["one", "share_w"], ["rest_w"]),
         helper.make_node("Sub", ["one", "share"], ["rest"]),
-        helper.make_node("Mul", ["share_w", "W_digital"], ["wd"]),
-        helper.make_node("Mul", ["rest_w", "W_analog"], ["wa"]),
+        helper.make_node("Mul", ["share_w", w_first], ["wd"]),
+        helper.make_node("Mul", ["rest_w", w_second], ["wa"]),
         helper.make_node("Add", ["wd", "wa"], ["W"]),
-        helper.make_node("Mul", ["share", "B_digital"], ["bd"]),
-        helper.make_node("Mul", ["rest", "B_analog"], ["ba"]),
+        helper.make_node("Mul", ["share", b_first], ["bd"]),
+        helper.make_node("Mul", ["rest", b_second], ["ba"]),
         helper.make_node("Add", ["bd", "ba"], ["B"]),
     ]
 
 
-def diana_mixed_conv(opset: int) -> onnx.FunctionProto:
+def blend_conv(name: str, inputs: list[str], opset: int) -> onnx.FunctionProto:
     nodes: list = []
     _theta_share(nodes, [1, 2, 3])
-    _blend(nodes)
+    _blend(nodes, inputs)
     nodes.append(_conv(["X", "W", "B"], "Y", "conv"))
-    return _function(
-        "DianaMixedConv",
-        ["X", "theta", "T", "W_digital", "W_analog", "B_digital", "B_analog"],
-        nodes,
-        opset,
-        CONV_ATTRS,
-    )
+    return _function(name, inputs, nodes, opset, CONV_ATTRS)
 
 
-def diana_mixed_conv_contiguous(opset: int) -> onnx.FunctionProto:
+def blend_conv_prefix(name: str, inputs: list[str], opset: int) -> onnx.FunctionProto:
     nodes: list = []
     _prefix_share(nodes, [1, 2, 3])
-    _blend(nodes)
+    _blend(nodes, inputs)
     nodes.append(_conv(["X", "W", "B"], "Y", "conv"))
-    return _function(
-        "DianaMixedConvContiguous",
-        ["X", "alpha", "W_digital", "W_analog", "B_digital", "B_analog"],
-        nodes,
-        opset,
-        CONV_ATTRS,
-    )
+    return _function(name, inputs, nodes, opset, CONV_ATTRS)
 
 
-def diana_mixed_gemm(opset: int) -> onnx.FunctionProto:
+def blend_gemm(name: str, inputs: list[str], opset: int) -> onnx.FunctionProto:
     nodes: list = []
     _theta_share(nodes, [1])
-    _blend(nodes)
+    _blend(nodes, inputs)
     nodes.append(helper.make_node("Gemm", ["X", "W", "B"], ["Y"], transB=1))
-    return _function(
-        "DianaMixedGemm", ["X", "theta", "T", "W_digital", "W_analog", "B_digital", "B_analog"], nodes, opset
-    )
+    return _function(name, inputs, nodes, opset)
 
 
-def diana_mixed_gemm_contiguous(opset: int) -> onnx.FunctionProto:
+def blend_gemm_prefix(name: str, inputs: list[str], opset: int) -> onnx.FunctionProto:
     nodes: list = []
     _prefix_share(nodes, [1])
-    _blend(nodes)
+    _blend(nodes, inputs)
     nodes.append(helper.make_node("Gemm", ["X", "W", "B"], ["Y"], transB=1))
-    return _function(
-        "DianaMixedGemmContiguous", ["X", "alpha", "W_digital", "W_analog", "B_digital", "B_analog"], nodes, opset
-    )
+    return _function(name, inputs, nodes, opset)
 
 
-def darkside_conv_or_dw(opset: int) -> onnx.FunctionProto:
+def conv_or_depthwise(name: str, inputs: list[str], opset: int) -> onnx.FunctionProto:
     """y = m·Conv(X, W, B) + (1 − m)·Conv(X, W_dw, B_dw, group=C)."""
     nodes: list = []
     _prefix_share(nodes, [0, 2, 3])
@@ -190,15 +182,14 @@ def darkside_conv_or_dw(opset: int) -> onnx.FunctionProto:
         helper.make_node("Mul", ["rest_w", "y_dw"], ["yd"]),
         helper.make_node("Add", ["yc", "yd"], ["Y"]),
     ]
-    return _function(
-        "DarksideConvOrDw", ["X", "alpha", "W", "B", "W_dw", "B_dw"], nodes, opset, (*CONV_ATTRS, "channels")
-    )
+    return _function(name, inputs, nodes, opset, (*CONV_ATTRS, "channels"))
 
 
-FUNCTIONS = {
-    "DianaMixedConv": diana_mixed_conv,
-    "DianaMixedConvContiguous": diana_mixed_conv_contiguous,
-    "DianaMixedGemm": diana_mixed_gemm,
-    "DianaMixedGemmContiguous": diana_mixed_gemm_contiguous,
-    "DarksideConvOrDw": darkside_conv_or_dw,
+# Function bodies by `SearchNode.body`: a softmax θ (free groups) or a prefix mask (contiguous).
+BODIES = {
+    "blend-conv": blend_conv,
+    "blend-conv-prefix": blend_conv_prefix,
+    "blend-gemm": blend_gemm,
+    "blend-gemm-prefix": blend_gemm_prefix,
+    "conv-or-depthwise": conv_or_depthwise,
 }

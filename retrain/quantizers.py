@@ -1,4 +1,4 @@
-"""Trainable fake quantizers of method.md §6, in torch (DIANA; Darkside trains float).
+"""Trainable fake quantizers of method.md §6, in torch: one per weight format, and PACT activations.
 
 The formulas and their order of operations match targets/quantization.py, so the QDQ emission of
 the trained weights reproduces these numbers exactly. Straight-through estimators (STE) carry the
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from odimo.retrain.kernels import fused_pact_backward, fused_pact_forward
-from odimo.targets.quantization import INT8_LEVELS, TERNARY_INIT
+from odimo.targets.quantization import INT8_LEVELS, TERNARY_INIT, WeightFormat
 
 ACT_LEVELS = 127  # 7-bit unsigned activations
 SIGNED_ACT_LEVELS = 63  # 7-bit signed variant: 63 levels per side
@@ -77,7 +77,7 @@ class PactActivation(nn.Module):
 
 
 class Int8Pow2Weights(nn.Module):
-    """Q8(w) = S·round(127·clamp(w/S, −1, 1))/127 with a per-layer power-of-two S (digital CU)."""
+    """Q8(w) = S·round(127·clamp(w/S, −1, 1))/127 with a per-layer power-of-two S (WeightFormat.INT8_POW2)."""
 
     def __init__(self, weight: torch.Tensor) -> None:
         super().__init__()
@@ -87,7 +87,8 @@ class Int8Pow2Weights(nn.Module):
     def pow2_scale(self) -> torch.Tensor:
         return ste_pow2_floor(self.scale.clamp(min=1e-8))
 
-    def step(self) -> torch.Tensor:
+    def step(self, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """The quantization step S/127, one for the whole layer (no gradient); `weight` unused."""
         return (self.pow2_scale() / INT8_LEVELS).detach()
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
@@ -96,7 +97,7 @@ class Int8Pow2Weights(nn.Module):
 
 
 class TernaryWeights(nn.Module):
-    """Qt(w) = S_c·round(clamp(w/S_c, −1, 1)), S_c = exp(σ_c) per output channel (analog CU)."""
+    """Qt(w) = S_c·round(clamp(w/S_c, −1, 1)), S_c = exp(σ_c) per output channel (WeightFormat.TERNARY)."""
 
     def __init__(self, weight: torch.Tensor) -> None:
         super().__init__()
@@ -107,10 +108,40 @@ class TernaryWeights(nn.Module):
     def scales(self) -> torch.Tensor:
         return torch.exp(self.log_scale)
 
+    def step(self, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """The per-channel step S_c (no gradient); `weight` unused."""
+        return self.scales().detach()
+
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         shape = (-1,) + (1,) * (w.dim() - 1)
         s = self.scales().reshape(shape)
         return s * ste_round(torch.clamp(w / s, -1, 1))
+
+
+class Int8ChannelWeights(nn.Module):
+    """Q(w) = s_c·round(w/s_c) with s_c = max|w_c|/127 of the weights it quantizes (no trained scale)."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+
+    def step(self, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """The per-channel step of `weight` (no gradient)."""
+        assert weight is not None, "an int8 per-channel step depends on the weight"
+        peak = weight.detach().reshape(weight.shape[0], -1).abs().amax(dim=1)
+        return torch.where(peak > 0, peak / INT8_LEVELS, torch.ones_like(peak))
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        shape = (-1,) + (1,) * (w.dim() - 1)
+        s = self.step(w).reshape(shape)
+        return s * ste_round(w / s)
+
+
+# The trainable quantizer of each weight format (targets/quantization.py computes the same numbers).
+WEIGHT_QUANTIZERS = {
+    WeightFormat.INT8_POW2: Int8Pow2Weights,
+    WeightFormat.TERNARY: TernaryWeights,
+    WeightFormat.INT8_CHANNEL: Int8ChannelWeights,
+}
 
 
 def quantize_bias(bias: torch.Tensor, step: torch.Tensor) -> torch.Tensor:

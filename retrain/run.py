@@ -1,16 +1,14 @@
 """The search stage: data in, a trained supernet out, and the numbers the emission needs from it.
 
 Keeps the pipeline free of torch details and retrain free of graph work: the result carries the
-discrete mapping, the trained (for DIANA fake-quantized) weights and biases by node, the trained
-constants, the DWE substitutes, each row's quantization step, the activation quantizers and the
-accuracies; for the search graph, each searchable layer's state and the supernet's outputs on the
+discrete mapping, the trained weights and biases by node (fake-quantized where the target trains
+quantized), the trained constants, the substitutes, each row's quantization step, the activation
+quantizers and the accuracies; for the search graph, each searchable layer's state and the supernet's outputs on the
 probes it must reproduce. The driver writes them into graphs (compiler/trained_graphs.py).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,6 @@ from odimo.ir.verify import DYNAMIC_BATCH_PROBE, probe_inputs
 from odimo.ir.records import ActQuant, SearchNode, Substitute
 from odimo.retrain.bridge import OnnxModule
 from odimo.retrain.data import Dataset, fit_to_model, load_dataset, split_train_val
-from odimo.retrain.search import DianaSearchLayer
 from odimo.retrain.supernet import Supernet
 from odimo.retrain.trainer import TrainConfig, evaluate, train
 from odimo.ir.assignment import Assignment
@@ -104,13 +101,12 @@ def search(
         resume=settings.resume,
         progress=settings.progress,
         fixed_mapping=fixed_mapping,
-        ramp=plan.target.substitute_cu is not None,
     )
     result = train(supernet, split, config)
     final_accuracy = evaluate(supernet, dataset.x_test, dataset.y_test, 256, device)
     supernet.to("cpu").to(memory_format=torch.contiguous_format)
     weights, biases, substitutes, quantized = _trained_layers(supernet, result.mapping)
-    act_quant = _act_quantizers(supernet, plan)
+    act_quant = supernet.act_quantizers()
     check = _search_graph_check(imported.model, supernet, settings.seed) if settings.save_search_graph else None
     return Trained(
         mapping=result.mapping,
@@ -131,10 +127,10 @@ def search(
 def _trained_layers(
     supernet: Supernet, mapping: Assignment
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Substitute], QuantizedLayers | None]:
-    """Trained numbers for the user's nodes: float layers, and for DIANA the fake-quantized weights
-    and biases of every quantized layer (what the QDQ file will hold)."""
+    """Trained numbers for the user's nodes: float layers, and where weights train quantized the
+    fake-quantized weights and biases of every quantized layer (what the QDQ file will hold)."""
     weights, biases, substitutes = supernet.float_layers()
-    quantized = supernet.quantized_layers(mapping) if supernet.plan.target.substitute_cu is None else None
+    quantized = supernet.quantized_layers(mapping) if supernet.spec.quantized_weights else None
     if quantized is not None:
         weights, biases = weights | quantized.weights, biases | quantized.biases
     return weights, biases, substitutes, quantized
@@ -146,31 +142,7 @@ def _search_graph_check(model: onnx.ModelProto, supernet: Supernet, seed: int) -
     nodes = supernet.search_nodes()  # before eval(): the state as the search left it
     probes = probe_inputs(model, seed)
     batches = [probes[k : k + DYNAMIC_BATCH_PROBE] for k in range(0, len(probes), DYNAMIC_BATCH_PROBE)]
-    with supernet.unfixed(), _act_quant_disabled(supernet), torch.no_grad():
+    with supernet.unfixed(), supernet.act_quant_disabled(), torch.no_grad():
         supernet.eval()
         expected = np.concatenate([supernet(torch.from_numpy(batch)).numpy() for batch in batches])
     return SearchGraphCheck(nodes, probes, expected)
-
-
-@contextlib.contextmanager
-def _act_quant_disabled(supernet: Supernet) -> Iterator[None]:
-    modules = [m for m in supernet.net.layers.values() if isinstance(m, DianaSearchLayer)]
-    try:
-        for m in modules:
-            m.act.enabled = False
-        yield
-    finally:
-        for m in modules:
-            m.act.enabled = True
-
-
-def _act_quantizers(supernet: Supernet, plan: TargetPlan) -> dict[str, ActQuant]:
-    result = {}
-    for layer in plan.layers:
-        module = supernet.net.layer(layer.name)
-        if isinstance(module, DianaSearchLayer) and module.act.enabled:
-            clip = module.act.effective_clip()
-            result[layer.name] = ActQuant(
-                layer.layer.input, -clip if module.act.signed else 0.0, clip, float(module.act.scale())
-            )
-    return result

@@ -17,14 +17,12 @@ import torch
 from torch import nn
 
 from odimo.ir.graph import GraphIndex, attr
+from odimo.ir.records import ActQuant, SearchNode, Substitute
+from odimo.retrain.bridge import LayerModule, OnnxModule, module_key
+from odimo.retrain.search_layers import BlendLayer, SearchLayer, SubstituteLayer
+from odimo.targets.base import ParamSet, Role, SearchKind
 from odimo.targets.plan import LayerPlan, Policy, TargetPlan
 from odimo.targets.quantize import QuantizedLayers
-from odimo.ir.records import Substitute
-from odimo.retrain.bridge import OnnxModule, module_key
-from odimo.ir.records import SearchNode
-from odimo.retrain.quantizers import quantize_bias
-from odimo.retrain.search import DarksideSearchLayer, DianaSearchLayer
-from odimo.targets.base import Role
 from odimo.ir.assignment import Assignment
 
 INPUT_CLIP = 1.0  # [0, 1] images at the network input (method.md §6)
@@ -56,13 +54,14 @@ class Supernet(nn.Module):
     def __init__(self, model: onnx.ModelProto, plan: TargetPlan, constrained: bool = True) -> None:
         super().__init__()
         self.plan = plan
+        self.spec = plan.target.search_spec
         self.net = OnnxModule(model)
         self.search_names: list[str] = []
         nonnegative = nonnegative_values(model)
         for layer in plan.layers:
-            if not constrained and layer.policy is Policy.CONTIGUOUS and plan.target.substitute_cu is None:
+            if not constrained and layer.policy is Policy.CONTIGUOUS and self.spec.kind is SearchKind.WEIGHT_BLEND:
                 layer = replace(layer, policy=Policy.FREE)
-            module = _search_module(self.net.layer(layer.name), layer, plan, model, nonnegative)
+            module = _search_layer(self.net.layer(layer.name), layer, plan, model, nonnegative)
             if module is None:
                 continue
             self.net.layers[module_key(layer.name)] = module
@@ -72,28 +71,35 @@ class Supernet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def search_module(self, name: str) -> nn.Module:
+    def search_module(self, name: str) -> SearchLayer:
         return self.net.layer(name)
 
-    # --- parameter groups (method.md §4 gives each its optimizer) ----------------------------
+    def search_layers(self) -> list[SearchLayer]:
+        """Every costed layer's search module (searchable and fixed), in graph order."""
+        return [m for m in self.net.layers.values() if isinstance(m, SearchLayer)]
+
+    # --- parameter sets (the target's SearchSpec gives each its optimizer, method.md §4) -------
+    def parameter_set(self, which: ParamSet) -> list[nn.Parameter]:
+        if which is ParamSet.ARCHITECTURE:
+            return [p for name in self.search_names for p in self.search_module(name).search_parameters()]
+        if which is ParamSet.QUANTIZERS:
+            return [p for m in self.search_layers() for p in m.quantizer_parameters()]
+        if which is ParamSet.SUBSTITUTES:
+            return [p for m in self.search_layers() for p in m.substitute_parameters()]
+        special = {id(p) for s in (ParamSet.ARCHITECTURE, ParamSet.QUANTIZERS) for p in self.parameter_set(s)}
+        added = {id(p) for p in self.parameter_set(ParamSet.SUBSTITUTES)}
+        return [p for p in self.parameters() if id(p) not in special and id(p) not in added]
+
     def search_parameters(self) -> list[nn.Parameter]:
-        return [p for name in self.search_names for p in self.search_module(name).search_parameters()]
+        return self.parameter_set(ParamSet.ARCHITECTURE)
 
     def quantizer_parameters(self) -> list[nn.Parameter]:
-        return [p for m in self._costed_modules() for p in m.quantizer_parameters()]
-
-    def substitute_parameters(self) -> list[nn.Parameter]:
-        """The weights the search adds (Darkside's depthwise substitutes): all the warm-up trains."""
-        return [
-            p for m in self.net.layers.values() if isinstance(m, DarksideSearchLayer) for p in (m.dw_weight, m.dw_bias)
-        ]
+        return self.parameter_set(ParamSet.QUANTIZERS)
 
     def weight_parameters(self) -> list[nn.Parameter]:
+        """Everything but θ/α and quantizer parameters: the network's and the substitutes' weights."""
         special = {id(p) for p in (*self.search_parameters(), *self.quantizer_parameters())}
         return [p for p in self.parameters() if id(p) not in special]
-
-    def _costed_modules(self) -> list[nn.Module]:
-        return [m for m in self.net.layers.values() if isinstance(m, (DianaSearchLayer, DarksideSearchLayer))]
 
     # --- cost --------------------------------------------------------------------------------
     def cost(self, objective: str, tau: float | None = None) -> torch.Tensor:
@@ -119,9 +125,15 @@ class Supernet(nn.Module):
 
     def set_temperature(self, value: float) -> None:
         for name in self.search_names:
-            module = self.search_module(name)
-            if isinstance(module, DianaSearchLayer):
-                module.temperature.fill_(value)
+            self.search_module(name).set_temperature(value)
+
+    def draw_warmup(self, generator: torch.Generator) -> None:
+        for name in self.search_names:
+            self.search_module(name).draw_warmup(generator)
+
+    def end_warmup(self) -> None:
+        for name in self.search_names:
+            self.search_module(name).end_warmup()
 
     # --- what the emission writes back ---------------------------------------------------------
     def trained_constants(self) -> dict[str, np.ndarray]:
@@ -133,29 +145,50 @@ class Supernet(nn.Module):
         }
 
     def quantized_layers(self, mapping: Assignment) -> QuantizedLayers:
-        """DIANA: the fake-quantized weights and biases at the final θ, with each row's step."""
+        """Weights trained quantized: the fake-quantized weights and biases at the final θ, with
+        each row's step."""
         weights, biases, steps = {}, {}, {}
         with torch.no_grad():
-            for module in self._costed_modules():
+            for module in self.search_layers():
+                if not isinstance(module, BlendLayer):
+                    continue
                 name = module.layer.node_name
-                if isinstance(module, DianaSearchLayer):
-                    if module.searchable:
-                        module.fix_assignment(mapping.layers[name])
-                    w, b = module.effective_weights()
-                    digital = module.digital_share().cpu().numpy() >= 0.5
-                    step = np.where(
-                        digital,
-                        float(module.q8.step()),
-                        module.qt.scales().cpu().numpy() if module.qt is not None else 0.0,
-                    )
-                    weights[name], biases[name], steps[name] = w.cpu().numpy(), b.cpu().numpy(), step.astype(np.float32)
+                if module.searchable:
+                    module.fix_assignment(mapping.layers[name])
+                w, b = module.effective_weights()
+                weights[name], biases[name] = w.cpu().numpy(), b.cpu().numpy()
+                steps[name] = module.channel_steps().cpu().numpy().astype(np.float32)
         return QuantizedLayers(weights, steps, {}, {}, biases)
+
+    def act_quantizers(self) -> dict[str, ActQuant]:
+        """Each layer's trained input quantizer, by layer name (layers that quantize their input)."""
+        result = {}
+        for layer in self.plan.layers:
+            module = self.net.layer(layer.name)
+            if isinstance(module, BlendLayer) and module.activation_quantizer() is not None:
+                result[layer.name] = module.act_quant(layer.layer.input)
+        return result
+
+    @contextlib.contextmanager
+    def act_quant_disabled(self) -> Iterator[None]:
+        """The supernet without its activation quantizers (what the search graph computes)."""
+        acts = [a for m in self.search_layers() if (a := m.activation_quantizer()) is not None]
+        try:
+            for act in acts:
+                act.enabled = False
+            yield
+        finally:
+            for act in acts:
+                act.enabled = True
 
     def search_nodes(self) -> dict[str, SearchNode]:
         """Each searchable layer's state for the search graph (passes/search_graph.py), as searched:
         θ/α as trained, not the one-hot of the final phase."""
         with self.unfixed(), torch.no_grad():
-            return {name: _search_node(self.search_module(name), self.plan.layer(name)) for name in self.search_names}
+            return {
+                name: self.search_module(name).search_node(self.spec.graph_function, _group_metadata(self.plan, name))
+                for name in self.search_names
+            }
 
     @contextlib.contextmanager
     def unfixed(self) -> Iterator[None]:
@@ -171,95 +204,53 @@ class Supernet(nn.Module):
                 m.fixed = fixed
 
     def float_layers(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Substitute]]:
-        """Weights and biases of every float-trained layer, and the trained DWE substitutes."""
+        """Weights and biases of every float-trained layer, and the trained substitutes."""
         weights, biases, substitutes = {}, {}, {}
         with torch.no_grad():
             for module in self.net.layers.values():
-                if isinstance(module, DianaSearchLayer):
-                    continue  # quantized: see quantized_layers
-                layer = module.layer if isinstance(module, DarksideSearchLayer) else module
-                weights[layer.node_name] = layer.weight.cpu().numpy()
-                if layer.has_bias or isinstance(module, DarksideSearchLayer):
-                    biases[layer.node_name] = layer.bias.cpu().numpy()
-                if isinstance(module, DarksideSearchLayer):
-                    substitutes[layer.node_name] = Substitute(
-                        "dwe", module.dw_weight.cpu().numpy(), module.dw_bias.cpu().numpy()
-                    )
+                searched = isinstance(module, SearchLayer)
+                trained = module.float_weights() if searched else (module.weight, module.bias)
+                if trained is None:
+                    continue  # trained quantized: see quantized_layers
+                layer = module.layer if searched else module
+                weights[layer.node_name] = trained[0].cpu().numpy()
+                if layer.has_bias or searched:
+                    biases[layer.node_name] = trained[1].cpu().numpy()
+                substitute = module.substitute() if searched else None
+                if substitute is not None:
+                    substitutes[layer.node_name] = substitute
         return weights, biases, substitutes
 
 
-def _search_module(
-    layer_module: nn.Module, layer: LayerPlan, plan: TargetPlan, model: onnx.ModelProto, nonnegative: set[str]
-) -> nn.Module | None:
-    """The target's module for `layer`, or None to keep the plain float layer."""
-    return SEARCH_MODULES[plan.target.name](layer_module, layer, model, nonnegative)
+def _search_layer(
+    layer_module: LayerModule, layer: LayerPlan, plan: TargetPlan, model: onnx.ModelProto, nonnegative: set[str]
+) -> SearchLayer | None:
+    """The search layer the target's search kind gives `layer`, or None to keep the float layer.
 
-
-def _darkside_module(
-    layer_module: nn.Module, layer: LayerPlan, model: onnx.ModelProto, nonnegative: set[str]
-) -> nn.Module | None:
-    """Darkside trains float (method.md §2): only searchable layers get the conv-or-DW module."""
-    return DarksideSearchLayer(layer_module) if layer.support.role is Role.SEARCHABLE else None
-
-
-def _diana_module(
-    layer_module: nn.Module, layer: LayerPlan, model: onnx.ModelProto, nonnegative: set[str]
-) -> nn.Module | None:
-    """Every costed layer is quantized; searchable ones also mix digital and analog per channel."""
-    role = layer.support.role
+    A blend target trains every costed layer quantized (fixed ones in their CU's format); a
+    substitute target trains float, so only its searchable layers get a module.
+    """
+    target, role = plan.target, layer.support.role
+    if target.search_spec.kind is SearchKind.CONV_OR_SUBSTITUTE:
+        return SubstituteLayer(layer_module, target.cus) if role is Role.SEARCHABLE else None
     if role is Role.HOST:
         return None
     input_name = layer.layer.input
     reads_input = input_name in {i.name for i in model.graph.input}
-    return DianaSearchLayer(
+    return BlendLayer(
         layer_module,
+        target.cus,
+        target.weight_formats,
         contiguous=layer.policy is Policy.CONTIGUOUS,
         input_clip=INPUT_CLIP if reads_input else HIDDEN_CLIP,
         signed_input=input_name not in nonnegative,
-        searchable=role is Role.SEARCHABLE,
+        fixed_cu=None if role is Role.SEARCHABLE else layer.support.cus[0],
     )
 
 
-def _search_node(module: nn.Module, layer: LayerPlan) -> SearchNode:
-    counts = {cu: f"{float(v):.2f}" for cu, v in module.expected_counts().items()}
-    metadata = {
-        "odimo.search.assignment": "".join(cu[0] for cu in module.assignment()),
-        "odimo.search.expected": ",".join(f"{cu}={v}" for cu, v in counts.items()),
-        "odimo.group": f"{layer.group.id}:{layer.policy.value}",
-    }
-    if isinstance(module, DarksideSearchLayer):
-        tensors = {
-            "alpha": module.mask.alpha,
-            "W": module.layer.weight,
-            "B": module.layer.bias,
-            "W_dw": module.dw_weight,
-            "B_dw": module.dw_bias,
-        }
-        return SearchNode(
-            "DarksideConvOrDw",
-            {k: v.cpu().numpy() for k, v in tensors.items()},
-            metadata,
-            {"channels": int(module.layer.weight.shape[0])},
-        )
-    weight, bias = module.layer.weight, module.layer.bias
-    clip = module.act.effective_clip()
-    quantized = {
-        "W_digital": module.q8(weight),
-        "W_analog": module.qt(weight),
-        "B_digital": quantize_bias(bias, module.q8.step() * clip / 127),
-        "B_analog": quantize_bias(bias, module.qt.scales() * clip / 127),
-    }
-    kind = "Conv" if module.layer.op_type == "Conv" else "Gemm"
-    if module.contiguous:
-        tensors = {"alpha": module.mask.alpha, **quantized}
-        function = f"DianaMixed{kind}Contiguous"
-    else:
-        tensors = {"theta": module.alpha, "T": module.temperature, **quantized}
-        function = f"DianaMixed{kind}"
-    return SearchNode(function, {k: v.cpu().numpy() for k, v in tensors.items()}, metadata)
-
-
-SEARCH_MODULES = {"diana": _diana_module, "darkside": _darkside_module}
+def _group_metadata(plan: TargetPlan, name: str) -> dict[str, str]:
+    layer = plan.layer(name)
+    return {"odimo.group": f"{layer.group.id}:{layer.policy.value}"}
 
 
 def nonnegative_values(model: onnx.ModelProto) -> set[str]:

@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,13 +24,12 @@ from tqdm import tqdm
 from odimo.ir.errors import TrainingError
 from odimo.retrain.augment import augment
 from odimo.retrain.data import TrainValSplit
+from odimo.retrain.optimizers import PHASES, Stepper, build_optimizers
 from odimo.retrain.supernet import Supernet
 from odimo.ir.assignment import Assignment
 
-PHASES = ("warmup", "search", "final")
-DARKSIDE_WEIGHT_LR = 1e-4  # fine-tuning an imported network (method.md §4: the reference's ImageNet lr)
 TEMPERATURE_DECAY = 0.045  # T <- T·exp(-0.045) after every search epoch (method.md §1.1)
-CROP_PAD = 4  # DIANA augmentation: random crop with 4 pixels of padding, horizontal flip
+CROP_PAD = 4  # augmentation: random crop with 4 pixels of padding, horizontal flip
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,6 @@ class TrainConfig:
     resume: bool = False
     progress: bool = True
     fixed_mapping: Assignment | None = None  # a baseline: skip the search, fine-tune this mapping
-    ramp: bool = False  # Darkside: λ grows to its full value at half the search (method.md §3)
 
 
 @dataclass
@@ -87,7 +85,7 @@ def _train(supernet: Supernet, data: TrainValSplit, config: TrainConfig) -> Trai
     if device.type == "cpu":
         supernet.to(memory_format=torch.channels_last)
     state = TrainState()
-    optimizers = _optimizers(supernet, config)
+    optimizers = build_optimizers(supernet)
     checkpoint = config.checkpoint_dir / "last.pt" if config.checkpoint_dir else None
     if config.resume and checkpoint is not None and checkpoint.exists():
         state = _load_checkpoint(checkpoint, supernet, optimizers)
@@ -148,7 +146,7 @@ def _run_epoch(
     batches = [order[k : k + config.batch_size] for k in range(0, len(order), config.batch_size)]
     if config.limit_batches:
         batches = batches[: config.limit_batches]
-    lam = _lambda_for(config, phase, state)
+    lam = _lambda_for(supernet, config, phase, state)
     supernet.train()
     totals = {"loss": 0.0, "correct": 0, "seen": 0, "cost": 0.0}
     label = f"{phase} {state.phase_epoch[phase] + 1}"
@@ -157,7 +155,7 @@ def _run_epoch(
         xb = augment(torch.from_numpy(data.x_train[rows]), CROP_PAD, generator).to(device)
         yb = torch.from_numpy(data.y_train[rows]).to(device)
         if phase == "warmup":
-            _draw_warmup_prefixes(supernet, generator)
+            supernet.draw_warmup(generator)
         logits = supernet(xb)
         task = F.cross_entropy(logits, yb)
         cost = (
@@ -188,7 +186,7 @@ def _run_epoch(
             acc=f"{totals['correct'] / totals['seen']:.3f}",
             cycles=f"{totals['cost']:,.0f}",
         )
-    _clear_warmup_prefixes(supernet)
+    supernet.end_warmup()
     val = evaluate(supernet, data.x_val, data.y_val, 256, device)
     return {
         "phase": phase,
@@ -226,111 +224,16 @@ def _split_summary(cus: tuple[str, ...]) -> dict[str, int]:
     return {cu: cus.count(cu) for cu in dict.fromkeys(cus)}
 
 
-def _lambda_for(config: TrainConfig, phase: str, state: TrainState) -> float:
+def _lambda_for(supernet: Supernet, config: TrainConfig, phase: str, state: TrainState) -> float:
+    """λ of this epoch: 0 outside the search, else the target's schedule (full, or a linear ramp)."""
     if phase != "search":
         return 0.0
-    if config.ramp:
-        half = max(config.epochs[1] / 2, 1)
-        return min(config.lam / 100 + state.phase_epoch["search"] * 0.99 * config.lam / half, config.lam)
-    return config.lam
-
-
-def _draw_warmup_prefixes(supernet: Supernet, generator: torch.Generator) -> None:
-    """Darkside warm-up: each layer routes a uniformly drawn prefix p ∈ {0..C} to the conv branch."""
-    for name in supernet.search_names:
-        module = supernet.search_module(name)
-        if hasattr(module, "warmup_prefix"):
-            channels = module.layer.weight.shape[0]
-            module.warmup_prefix = int(torch.randint(0, channels + 1, (1,), generator=generator))
-
-
-def _clear_warmup_prefixes(supernet: Supernet) -> None:
-    for name in supernet.search_names:
-        module = supernet.search_module(name)
-        if hasattr(module, "warmup_prefix"):
-            module.warmup_prefix = None
-
-
-# --- optimizers (method.md §4) -------------------------------------------------------------------
-
-
-def _optimizers(supernet: Supernet, config: TrainConfig) -> dict[str, Stepper]:
-    weights, search, quant = supernet.weight_parameters(), supernet.search_parameters(), supernet.quantizer_parameters()
-    if supernet.plan.target.name == "darkside":
-        # odimo imports a trained network, where the reference trains the supernet from scratch:
-        # its warm-up trains only the new depthwise substitutes (lr 5e-3 on the whole supernet
-        # wrecks a pretrained one within a few steps), and the imported weights are fine-tuned at
-        # the reference's ImageNet lr, 1e-4: at 1e-3, one epoch of 150 batches took the Darkside
-        # seed from 91.6 % to 61.7 % (All-conv, Fashion-MNIST). The substitutes, new and far from
-        # trained, and θ keep the reference's 1e-3 (at 1e-4, All-DW stayed near chance).
-        substitutes = supernet.substitute_parameters()
-        new = {id(p) for p in substitutes}
-        imported = [p for p in weights if id(p) not in new]
-        weight_groups = [
-            {"params": imported, "lr": DARKSIDE_WEIGHT_LR, "weight_decay": 1e-4},
-            {"params": substitutes, "weight_decay": 1e-4},
-        ]
-        return {
-            "warmup": torch.optim.Adam([{"params": substitutes, "weight_decay": 1e-4}], lr=5e-3),
-            "search": torch.optim.Adam([*_fresh(weight_groups), {"params": search, "weight_decay": 0.0}], lr=1e-3),
-            "final": torch.optim.Adam(weight_groups, lr=1e-3),
-        }
-    groups = [
-        {"params": weights, "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4},
-        {"params": quant, "lr": 1e-5, "momentum": 0.0, "weight_decay": 0.0},
-    ]
-    return {
-        "warmup": torch.optim.SGD(_fresh(groups), lr=1e-3),
-        "search": _Joint(
-            torch.optim.SGD(_fresh(groups), lr=1e-3), *([torch.optim.Adam(search, lr=1e-3)] if search else [])
-        ),
-        "final": torch.optim.SGD([{**groups[0], "lr": 1e-4}, groups[1]], lr=1e-4),
-    }
-
-
-def _fresh(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The same parameters in new group dicts: each optimizer owns its groups. (A deepcopy would
-    copy the parameters too, and the optimizer would step copies that never get a gradient.)"""
-    return [{**group, "params": list(group["params"])} for group in groups]
-
-
-class Stepper(Protocol):
-    """What the loop needs of an optimizer: a torch optimizer is one, so is `_Joint`."""
-
-    param_groups: list[dict[str, Any]]
-
-    def zero_grad(self, set_to_none: bool = True) -> None: ...
-    def step(self) -> Any: ...
-    def state_dict(self) -> dict[str, Any]: ...
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-class _Joint:
-    """Several optimizers stepped together: SGD on weights and quantizer parameters, Adam on α
-    (method.md §4), each with its own hyper-parameters and state."""
-
-    def __init__(self, *parts: torch.optim.Optimizer) -> None:
-        self.parts = parts
-
-    @property
-    def param_groups(self) -> list[dict[str, Any]]:
-        """Every part's groups (the same dicts, so a schedule editing `lr` reaches the parts)."""
-        return [group for part in self.parts for group in part.param_groups]
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for part in self.parts:
-            part.zero_grad(set_to_none=set_to_none)
-
-    def step(self) -> None:
-        for part in self.parts:
-            part.step()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"parts": [p.state_dict() for p in self.parts]}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for part, saved in zip(self.parts, state["parts"], strict=True):
-            part.load_state_dict(saved)
+    ramp = supernet.spec.lambda_ramp
+    if ramp is None:
+        return config.lam
+    full_at = max(config.epochs[1] * ramp.full_at, 1)
+    start = config.lam * ramp.start
+    return min(start + state.phase_epoch["search"] * (config.lam - start) / full_at, config.lam)
 
 
 # --- checkpoints ---------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """What every target shares: its CUs, what each can run, and the network-level cost model.
 
-A target module states only its per-CU facts (`support`, `cu_latency`, powers). The layer and
-network arithmetic of paper Eq. 3 (latency) and Eq. 4 (energy), hard for reports and smooth for
-the search, lives here once, so a new SoC is one new module that calls `register_target`.
+A target module states its per-CU facts (`support`, `cu_latency`, powers) and, as data, how it is
+searched (`SearchSpec`: the kind of supernet layer, which parameters train with which optimizer in
+each phase, the λ schedule, whether weights train quantized). The layer and network arithmetic of
+paper Eq. 3 (latency) and Eq. 4 (energy), hard for reports and smooth for the search, lives here
+once, so a new SoC is one new module that calls `register_target`: retrain/ names no target.
 """
 
 from __future__ import annotations
@@ -34,10 +36,69 @@ class Role(enum.Enum):
 
 @dataclass(frozen=True)
 class CU:
-    """A compute unit and its active power (P_act,i of paper Eq. 4), in mW."""
+    """A compute unit, its active power (P_act,i of paper Eq. 4) in mW, and its colour in plots."""
 
     name: str
     power_active_mw: float
+    color: str = "#7f7f7f"
+
+
+class SearchKind(enum.Enum):
+    """What a searchable layer of the supernet computes (method.md §1-2)."""
+
+    # Paper Eq. 5: one op on per-channel blended weights, each CU's share quantized in its format.
+    WEIGHT_BLEND = "weight-blend"
+    # Paper Eq. 2: the layer (first CU) and a 3x3 depthwise substitute (second CU) both run, and a
+    # prefix mask over the output channels picks which one each channel takes.
+    CONV_OR_SUBSTITUTE = "conv-or-substitute"
+
+
+class ParamSet(enum.Enum):
+    """The parameter sets of a supernet that optimizer groups name."""
+
+    NETWORK = "network"  # the imported network's weights, biases and trained constants
+    SUBSTITUTES = "substitutes"  # weights the search adds (depthwise substitutes), trained from scratch
+    QUANTIZERS = "quantizers"  # weight scales and activation clips
+    ARCHITECTURE = "architecture"  # θ / α, the channel-to-CU choice
+
+
+@dataclass(frozen=True)
+class ParamGroup:
+    """One optimizer parameter group: which parameters, which optimizer, and its hyper-parameters.
+
+    The groups of a phase that name the same optimizer share one instance; several optimizers in a
+    phase step together.
+    """
+
+    params: ParamSet
+    optimizer: str  # "sgd" or "adam"
+    lr: float
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class LambdaRamp:
+    """λ starts at `start`·λ and grows linearly to λ at `full_at` of the search epochs (method.md §3)."""
+
+    start: float = 0.01
+    full_at: float = 0.5
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """How a target is searched: everything retrain/ needs beyond the cost model, as data."""
+
+    kind: SearchKind
+    quantized_weights: bool  # weights train fake-quantized in each CU's weight format
+    warmup: tuple[ParamGroup, ...]
+    search: tuple[ParamGroup, ...]
+    final: tuple[ParamGroup, ...]
+    graph_function: str  # the search graph's function name (prefix) for this target's layers
+    lambda_ramp: LambdaRamp | None = None  # None: the full λ from the first search epoch
+
+    def groups(self, phase: str) -> tuple[ParamGroup, ...]:
+        return {"warmup": self.warmup, "search": self.search, "final": self.final}[phase]
 
 
 @dataclass(frozen=True)
@@ -77,6 +138,7 @@ class Target(abc.ABC):
     default_emit: ClassVar[str]  # "qdq" when the search trains quantized weights, else "float"
     default_lambda: ClassVar[float]  # λ for the short default run, on this target's cost scale
     baselines: ClassVar[tuple[BaselineRecipe, ...]]
+    search_spec: ClassVar[SearchSpec]
 
     @property
     def cus(self) -> tuple[str, ...]:
@@ -193,7 +255,15 @@ TARGETS: dict[str, Target] = {}
 
 
 def register_target(target: Target) -> Target:
-    """Make `target` known to `get_target` under its name; a target module calls this once."""
+    """Make `target` known to `get_target` under its name; a target module calls this once.
+
+    Both search kinds choose between exactly two CUs, the first the one a channel starts on; a
+    substitute target's second CU is its `substitute_cu`.
+    """
     assert target.name not in TARGETS, f"target {target.name!r} registered twice"
+    assert len(target.cus) == 2, f"target {target.name!r}: a search chooses between two CUs"
+    substitutes = target.search_spec.kind is SearchKind.CONV_OR_SUBSTITUTE
+    assert (target.substitute_cu == target.cus[1]) if substitutes else target.substitute_cu is None, target.name
+    assert set(target.weight_formats) == set(target.cus), f"target {target.name!r}: one weight format per CU"
     TARGETS[target.name] = target
     return target

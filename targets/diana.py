@@ -9,23 +9,47 @@ from __future__ import annotations
 from odimo.ir.geometry import LayerGeometry, LayerKind
 from odimo.targets.arith import Arith, Number, ceil_div
 from odimo.targets.quantization import WeightFormat
-from odimo.targets.base import CU, LayerSupport, Role, Target, register_target
+from odimo.targets.base import (
+    CU,
+    LayerSupport,
+    ParamGroup,
+    ParamSet,
+    Role,
+    SearchKind,
+    SearchSpec,
+    Target,
+    register_target,
+)
 from odimo.targets.baselines import AllOn, IoOn, MinCost, Objective
 
 # One analog step is 70 ns at 260 MHz: 70e-9 · 260e6 = 18.2 = 91/5 cycles.
 _ANALOG_STEP_NUM, _ANALOG_STEP_DEN = 91, 5
 _AIMC_ROWS, _AIMC_COLS = 1152, 512
 
+# method.md §4: SGD on the network (the reference recipe), quantizer parameters at their own rate,
+# Adam on θ during the search; the final phase fine-tunes at a tenth of the rate.
+_NETWORK = ParamGroup(ParamSet.NETWORK, "sgd", 1e-3, momentum=0.9, weight_decay=1e-4)
+_QUANTIZERS = ParamGroup(ParamSet.QUANTIZERS, "sgd", 1e-5)
+_SEARCH = SearchSpec(
+    kind=SearchKind.WEIGHT_BLEND,
+    quantized_weights=True,
+    warmup=(_NETWORK, _QUANTIZERS),
+    search=(_NETWORK, _QUANTIZERS, ParamGroup(ParamSet.ARCHITECTURE, "adam", 1e-3)),
+    final=(ParamGroup(ParamSet.NETWORK, "sgd", 1e-4, momentum=0.9, weight_decay=1e-4), _QUANTIZERS),
+    graph_function="DianaMixed",
+)
+
 
 class Diana(Target):
     name = "diana"
     # p_dig = 24.96, p_ana = 28.74, p_hyb = 42.39 mW of the reference are Eq. 4 with these.
-    cu_table = (CU("digital", 13.65), CU("analog", 17.43))
+    cu_table = (CU("digital", 13.65, "#1f77b4"), CU("analog", 17.43, "#ff7f0e"))
     power_idle_mw = 11.31
     default_tau = 1.0
     contiguous = False
     weight_formats = {"digital": WeightFormat.INT8_POW2, "analog": WeightFormat.TERNARY}
     default_emit = "qdq"
+    search_spec = _SEARCH
     default_lambda = 2e-6  # measured on ResNet-20/FMNIST, epochs 0,1,1: 1.51x vs All-8bit
     baselines = (
         AllOn("All-8bit", "digital"),

@@ -33,7 +33,8 @@ from odimo.targets.plan import Policy, TargetPlan, plan_for_target
 from odimo.retrain import trainer
 from odimo.retrain.data import TrainValSplit
 from odimo.retrain.quantizers import Int8Pow2Weights, PactActivation, TernaryWeights
-from odimo.retrain.search import PrefixMask
+from odimo.retrain.optimizers import Joint, build_optimizers
+from odimo.retrain.search_layers import PrefixMask
 from odimo.retrain.supernet import Supernet
 from odimo.retrain.trainer import TrainConfig, train
 from odimo.targets import get_target
@@ -79,16 +80,16 @@ def supernet_for(imported: Importer, model: onnx.ModelProto, name: str, target: 
 @pytest.fixture
 def fast_lr(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every learning rate of the trainer's optimisers times FAST_LR (see the module docstring)."""
-    make = trainer._optimizers
+    make = trainer.build_optimizers
 
-    def faster(supernet: Supernet, config: TrainConfig) -> dict[str, torch.optim.Optimizer]:
-        optimizers = make(supernet, config)
+    def faster(supernet: Supernet) -> dict[str, Joint]:
+        optimizers = make(supernet)
         for optimizer in optimizers.values():
             for group in optimizer.param_groups:
                 group["lr"] *= FAST_LR
         return optimizers
 
-    monkeypatch.setattr(trainer, "_optimizers", faster)
+    monkeypatch.setattr(trainer, "build_optimizers", faster)
 
 
 def _is_prefix(cus: tuple[str, ...], order: tuple[str, ...]) -> bool:
@@ -112,7 +113,7 @@ def test_every_phase_steps_the_supernet_s_own_weights(target: str, imported: Imp
     supernet = supernet_for(imported, residual_add(), "residual_add", target)
     own = {id(p) for p in supernet.parameters()}
     weights = {id(p) for p in supernet.weight_parameters()}
-    for phase, optimizer in trainer._optimizers(supernet, TrainConfig()).items():
+    for phase, optimizer in build_optimizers(supernet).items():
         stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
         assert stepped <= own, phase
         if phase != "warmup" or target == "diana":  # Darkside's warm-up trains only the substitutes
