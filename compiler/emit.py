@@ -18,7 +18,7 @@ from pathlib import Path
 import onnx
 import onnxruntime as ort
 
-from odimo.ir.errors import BUG_FIX, VerificationError
+from odimo.ir.errors import InvalidOutputError
 
 
 @dataclass(frozen=True)
@@ -41,12 +41,9 @@ def check_onnx_file(path: Path) -> None:
         onnx.shape_inference.infer_shapes_path(str(path), str(path) + ".inferred", strict_mode=True, check_type=True)
         ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # any failure here is odimo's bug, reported as such
-        raise VerificationError(
-            "E901",
-            "invalid-output",
+        raise InvalidOutputError(
             f"the emitted file fails its own checks: {str(exc).splitlines()[0]}",
             where=path.name,
-            fix=BUG_FIX,
         ) from None
     finally:
         Path(str(path) + ".inferred").unlink(missing_ok=True)

@@ -19,7 +19,28 @@ from onnxruntime.capi.onnxruntime_pybind11_state import RuntimeException as OrtR
 
 from odimo.compiler.canonicalize import canonicalize, fixed_batch
 from odimo.ir.coupling import unsupported_nodes
-from odimo.ir.errors import ModelImportError, UnsupportedOpError
+from odimo.ir.errors import (
+    CorruptProtobufError,
+    DynamicInputShapeError,
+    DynamicTensorShapeError,
+    EmptyFileError,
+    ExternalDataError,
+    FixedBatchError,
+    InputCountError,
+    InputTypeError,
+    InvalidModelError,
+    MissingFileError,
+    NonFiniteWeightsError,
+    NotAFileError,
+    NotOnnxError,
+    OutputCountError,
+    PreQuantizedError,
+    ShapeInferenceError,
+    UnreadableFileError,
+    UnsupportedIrVersionError,
+    UnsupportedOpError,
+    UnsupportedOpsetError,
+)
 from odimo.ir.records import ImportedModel
 from odimo.ir.graph import opset_version, value_shape
 from odimo.ir.verify import DYNAMIC_BATCH_PROBE, compare, probe_inputs, require_equivalent
@@ -92,9 +113,7 @@ def _require_canonical_equivalent(
     except (OrtFail, OrtRuntimeException, ValueError) as exc:
         problem = f"it fails ({' '.join(str(exc).split())[:240]})"
     if problem:
-        raise _fail(
-            "E117",
-            "fixed-batch",
+        raise FixedBatchError(
             f"the model only computes its function at its exported batch {batch}: run at batch {other}, {problem}; "
             "a node bakes the batch in or mixes the images of a batch",
             str(path),
@@ -116,23 +135,15 @@ def _runnable(model: onnx.ModelProto) -> onnx.ModelProto:
     return unnamed
 
 
-def _fail(code: str, slug: str, what: str, where: str, fix: str) -> ModelImportError:
-    return ModelImportError(code, slug, what, where, fix)
-
-
 def _read_bytes(path: Path) -> bytes:
     if not path.exists():
-        raise _fail(
-            "E101",
-            "missing-file",
+        raise MissingFileError(
             "the model file does not exist",
             str(path),
             "check the path (relative paths start at the current directory)",
         )
     if path.is_dir():
-        raise _fail(
-            "E101",
-            "not-a-file",
+        raise NotAFileError(
             "the model path is a directory, not a file",
             str(path),
             "pass the .onnx file inside it",
@@ -140,42 +151,35 @@ def _read_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise _fail(
-            "E101", "unreadable", f"the model file cannot be read ({exc.strerror})", str(path), "check its permissions"
+        raise UnreadableFileError(
+            f"the model file cannot be read ({exc.strerror})", str(path), "check its permissions"
         ) from None
 
 
 def _parse(raw: bytes, path: Path) -> onnx.ModelProto:
     if not raw:
-        raise _fail(
-            "E102",
-            "empty-file",
+        raise EmptyFileError(
             "the model file is empty (0 bytes)",
             str(path),
             "re-export the model; the write was probably interrupted",
         )
     for magic, kind in _FOREIGN_MAGIC.items():
         if raw.startswith(magic):
-            raise _fail("E103", "not-onnx", f"the file is {kind}, not ONNX", str(path), _EXPORT_HINT)
+            raise NotOnnxError(f"the file is {kind}, not ONNX", str(path), _EXPORT_HINT)
     try:
         model = onnx.load_model_from_string(raw)
     except (DecodeError, ValueError, RuntimeError) as exc:
-        kind = (
-            "text, not a binary ONNX protobuf" if _looks_like_text(raw) else f"a corrupt or truncated protobuf ({exc})"
-        )
-        code = "E103" if _looks_like_text(raw) else "E102"
-        fix = "re-export or re-download the model" if code == "E102" else _EXPORT_HINT
-        raise _fail(
-            code,
-            "corrupt-protobuf" if code == "E102" else "not-onnx",
+        text = _looks_like_text(raw)
+        kind = "text, not a binary ONNX protobuf" if text else f"a corrupt or truncated protobuf ({exc})"
+        error = NotOnnxError if text else CorruptProtobufError
+        fix = _EXPORT_HINT if text else "re-export or re-download the model"
+        raise error(
             f"the file is {kind}",
             f"{path} ({len(raw)} bytes)",
             fix,
         ) from None
     if not model.HasField("graph") or len(model.graph.node) == 0 or not model.ir_version:
-        raise _fail(
-            "E103",
-            "not-onnx",
+        raise NotOnnxError(
             "the file parses but holds no ONNX graph (no ir_version or no nodes)",
             f"{path} ({len(raw)} bytes)",
             _EXPORT_HINT,
@@ -195,17 +199,13 @@ def _looks_like_text(raw: bytes) -> bool:
 def _check_versions(model: onnx.ModelProto, path: Path) -> None:
     opset = opset_version(model)
     if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise _fail(
-            "E106",
-            "opset",
+        raise UnsupportedOpsetError(
             f"default-domain opset {opset} is outside the supported range {MIN_OPSET}-{MAX_OPSET}",
             str(path),
             f"convert it: onnx.version_converter.convert_version(model, {min(max(opset, MIN_OPSET), MAX_OPSET)})",
         )
     if not MIN_IR <= model.ir_version <= onnx.IR_VERSION:
-        raise _fail(
-            "E106",
-            "ir-version",
+        raise UnsupportedIrVersionError(
             f"IR version {model.ir_version} is outside {MIN_IR}-{onnx.IR_VERSION}",
             str(path),
             "re-export with a current onnx/torch",
@@ -220,17 +220,13 @@ def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
         location = ExternalDataInfo(tensor).location
         target = (folder / location).resolve()
         if folder not in target.parents and target != folder:
-            raise _fail(
-                "E105",
-                "external-data",
+            raise ExternalDataError(
                 f"initializer '{tensor.name}' points outside the model's folder",
                 f"{path}: location '{location}'",
                 "keep the .data file beside the .onnx file",
             )
         if not target.is_file():
-            raise _fail(
-                "E105",
-                "external-data",
+            raise ExternalDataError(
                 f"external data file '{location}' of initializer '{tensor.name}' is missing",
                 f"{path}: expected {target}",
                 "copy the .data file beside the .onnx file (they travel together)",
@@ -238,9 +234,7 @@ def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
     try:
         onnx.external_data_helper.load_external_data_for_model(model, str(folder))
     except (OSError, ValueError) as exc:
-        raise _fail(
-            "E105",
-            "external-data",
+        raise ExternalDataError(
             f"external data cannot be read ({exc})",
             str(path),
             "re-export the model with its .data file",
@@ -252,9 +246,7 @@ def _check_full(model: onnx.ModelProto, path: Path) -> None:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         text = " ".join(str(exc).split()) or type(exc).__name__  # one line; the node is on a later line
-        raise _fail(
-            "E104",
-            "invalid-model",
+        raise InvalidModelError(
             f"onnx.checker rejects the model: {text}",
             str(path),
             "fix the exporter output (onnx.checker.check_model(path, full_check=True) shows the same)",
@@ -267,9 +259,7 @@ def _reject_quantized(model: onnx.ModelProto, path: Path) -> None:
         where = ", ".join(f"node #{k} '{n.name}' ({n.op_type})" for k, n in hits[:5]) + (
             f" and {len(hits) - 5} more" if len(hits) > 5 else ""
         )
-        raise _fail(
-            "E115",
-            "pre-quantized",
+        raise PreQuantizedError(
             f"the model is already quantized ({len(hits)} quantization nodes)",
             f"{path}: {where}",
             "give odimo the float model; it chooses each channel's precision itself",
@@ -281,18 +271,14 @@ def _check_interface(model: onnx.ModelProto, path: Path) -> None:
     inputs = [i for i in model.graph.input if i.name not in initializers]
     if len(inputs) != 1:
         names = ", ".join(f"'{i.name}'" for i in inputs) or "none"
-        raise _fail(
-            "E112",
-            "inputs",
+        raise InputCountError(
             f"the model has {len(inputs)} graph inputs; odimo needs exactly one image input",
             f"{path}: inputs {names}",
             "fold the extra inputs into initializers or cut the graph with onnx.utils.extract_model",
         )
     if len(model.graph.output) != 1:
         names = ", ".join(f"'{o.name}'" for o in model.graph.output)
-        raise _fail(
-            "E113",
-            "outputs",
+        raise OutputCountError(
             f"the model has {len(model.graph.output)} graph outputs; odimo needs exactly one",
             f"{path}: outputs {names}",
             "keep the classifier output only (onnx.utils.extract_model)",
@@ -301,17 +287,13 @@ def _check_interface(model: onnx.ModelProto, path: Path) -> None:
     shape = value_shape(inputs[0])
     if tensor_type.elem_type != onnx.TensorProto.FLOAT or len(shape) != 4:
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type) if tensor_type.elem_type else "unknown"
-        raise _fail(
-            "E114",
-            "input-type",
+        raise InputTypeError(
             f"input '{inputs[0].name}' is {dtype} of rank {len(shape)}; odimo needs float32 NCHW (rank 4)",
             str(path),
             "export with a float32 [N, C, H, W] example input",
         )
     if not all(isinstance(d, int) and d > 0 for d in shape[1:]):
-        raise _fail(
-            "E111",
-            "dynamic-shape",
+        raise DynamicInputShapeError(
             f"input '{inputs[0].name}' has shape {list(shape)}: C, H and W must be static",
             str(path),
             "re-export with fixed C/H/W (only the batch may be dynamic), e.g. --input-shape x:1x3x32x32",
@@ -323,8 +305,6 @@ def _reject_unsupported(model: onnx.ModelProto, path: Path, canonical: bool) -> 
     if problems:
         where = ", ".join(problems[:8]) + (f" and {len(problems) - 8} more" if len(problems) > 8 else "")
         raise UnsupportedOpError(
-            "E110",
-            "unsupported-op",
             f"{len(problems)} node(s) use operators odimo cannot import",
             f"{path.name}: {where}",
             "replace them, or cut the graph with onnx.utils.extract_model and map the supported part",
@@ -335,9 +315,7 @@ def _infer_shapes_strict(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
     try:
         inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
-        raise _fail(
-            "E107",
-            "shape-inference",
+        raise ShapeInferenceError(
             f"strict shape inference fails: {str(exc).strip().splitlines()[0]}",
             str(path),
             "re-export with static shapes (only the batch may be dynamic)",
@@ -348,9 +326,7 @@ def _infer_shapes_strict(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
         shape = value_shape(info)
         dynamic = [d for d in shape[1:] if not isinstance(d, int)]
         if dynamic:
-            raise _fail(
-                "E107",
-                "dynamic-shape",
+            raise DynamicTensorShapeError(
                 f"tensor '{info.name}' has shape {list(shape)}: every dim but the batch must be static",
                 str(path),
                 "re-export with fixed C/H/W so every intermediate shape is known",
@@ -389,9 +365,7 @@ def _reject_non_finite(model: onnx.ModelProto, path: Path) -> None:
             if count:
                 bad.append(f"'{init.name}' ({count} of {values.size} values)")
     if bad:
-        raise _fail(
-            "E116",
-            "non-finite",
+        raise NonFiniteWeightsError(
             f"{len(bad)} initializer(s) hold NaN or Inf",
             f"{path.name}: {', '.join(bad[:8])}",
             "the training that produced the model diverged; export a checkpoint with finite weights",

@@ -22,12 +22,12 @@ from odimo.compiler.annotations import layer_notes, model_doc
 from odimo.compiler.emit import OutputFile, check_onnx_file, model_bytes, write_atomically
 from odimo.compiler.canonicalize import restore_signature
 from odimo.ir.errors import (
-    BUG_FIX,
     InternalError,
     NoSearchableLayerError,
     OdimoError,
-    OutputPathError,
-    VerificationError,
+    ReferenceMismatchError,
+    UnknownEmitModeError,
+    UnusableOutputPathError,
 )
 from odimo.compiler.importer import load_model
 from odimo.ir.records import ImportedModel
@@ -280,11 +280,8 @@ def transform(
 def _require_match(reference: onnx.ModelProto, candidate: onnx.ModelProto, probes: np.ndarray, what: str) -> Comparison:
     result = compare(reference, candidate, probes)
     if not result.passed:
-        raise VerificationError(
-            "E900",
-            "verification-failed",
+        raise ReferenceMismatchError(
             f"{what} differs from its reference: max |y - y_ref| = {result.max_abs_diff:.3g} > {result.bound:.3g}",
-            fix=BUG_FIX,
         )
     return result
 
@@ -337,33 +334,25 @@ def _reindexed_nodes(plan: TargetPlan, perms: dict[str, np.ndarray]) -> set[str]
 def _output_paths(source: Path, options: CompileOptions, emit: str) -> OutputPaths:
     output = options.output or source.with_name(f"{source.stem}.{options.target}.onnx")
     if output.resolve() == source.resolve():
-        raise OutputPathError(
-            "E130",
-            "output-path",
+        raise UnusableOutputPathError(
             "the output path is the input model; odimo never overwrites its input",
             str(output),
             "choose another -o path (the default is MODEL.<target>.onnx)",
         )
     if output.is_dir():
-        raise OutputPathError(
-            "E130",
-            "output-path",
+        raise UnusableOutputPathError(
             "the output path is a directory",
             str(output),
             "give a file name, e.g. -o out/model.onnx",
         )
     if not output.parent.is_dir():
-        raise OutputPathError(
-            "E130",
-            "output-path",
+        raise UnusableOutputPathError(
             "the output folder does not exist",
             str(output.parent),
             "create it first (odimo does not create folders)",
         )
     if emit not in EMIT_MODES:
-        raise OutputPathError(
-            "E130", "emit-mode", f"unknown emission mode '{emit}'", fix=f"use one of {', '.join(EMIT_MODES)}"
-        )
+        raise UnknownEmitModeError(f"unknown emission mode '{emit}'", fix=f"use one of {', '.join(EMIT_MODES)}")
     return OutputPaths.beside(output, options.report)
 
 
@@ -372,8 +361,6 @@ def _require_layers(plan: TargetPlan, source: Path) -> None:
     if plan.layers:
         return
     raise NoSearchableLayerError(
-        "E120",
-        "no-searchable-layer",
         f"no layer can be split on target '{plan.target.name}'",
         f"{source.name}: layers found: no Conv/Gemm at all",
         "give odimo a CNN: it maps Conv and Gemm layers onto the target's CUs",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from odimo.ir.errors import OdimoError, TargetError
+from odimo.ir.errors import BadLambdasError, NoRayError
 
 
 @dataclass(frozen=True)
@@ -123,9 +123,7 @@ def _ray_runner(address: str) -> Runner:
     try:
         import ray
     except ImportError:
-        raise TargetError(
-            "E150",
-            "no-ray",
+        raise NoRayError(
             "--ray needs the 'ray' package",
             f"--ray {address}",
             "pip install 'odimo[ray]' or run without --ray (local processes)",
@@ -145,9 +143,7 @@ def check_lambdas(text: str) -> list[float]:
     except ValueError:
         values = []
     if not values or any(v < 0 for v in values):
-        raise OdimoError(
-            "E150",
-            "bad-lambdas",
+        raise BadLambdasError(
             f"--lambdas '{text}' is not a comma-separated list of non-negative numbers",
             fix="e.g. --lambdas 0,1e-8,1e-7",
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from odimo.ir.errors import BUG_FIX, VerificationError
+from odimo.ir.errors import ReferenceMismatchError
 from odimo.ir.verify import ABS_TOL, REL_TOL, logits_view, run, session
 from odimo.passes.act_quant import insert_act_quant
 from odimo.passes.search_graph import search_graph
@@ -37,10 +37,7 @@ def checked_search_graph(model: onnx.ModelProto, trained: Trained) -> onnx.Model
     produced = run(session(logits_view(graph)), check.probes)[0]  # the supernet returns logits
     deviation = float(np.abs(produced - check.expected).max())
     if deviation > ABS_TOL + REL_TOL * float(np.abs(check.expected).max()):
-        raise VerificationError(
-            "E900",
-            "verification-failed",
+        raise ReferenceMismatchError(
             f"the search graph differs from the torch supernet by {deviation:.3g}",
-            fix=BUG_FIX,
         )
     return insert_act_quant(graph, trained.act_quant).model

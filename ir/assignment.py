@@ -59,4 +59,4 @@ class Assignment:
 
 def mapping_error(what: str, where: str, fix: str = "") -> MappingError:
     fix = fix or f"write the {SCHEMA} format: onnx-io.md §5, or a mapping odimo-compile saved"
-    return MappingError("E310", "bad-mapping", what, where=where, fix=fix)
+    return MappingError(what, where=where, fix=fix)

@@ -13,7 +13,7 @@ import onnx
 import onnxruntime as ort
 
 from odimo.ir.coupling import index_tail
-from odimo.ir.errors import BUG_FIX, VerificationError
+from odimo.ir.errors import ReferenceMismatchError
 from odimo.ir.graph import value_shape
 
 # onnx-io.md §4: max|y - y_ref| <= ABS_TOL + REL_TOL * max|y_ref|, per output. float32 reassociation
@@ -134,11 +134,8 @@ def require_equivalent(
     """`compare`, raising VerificationError (exit 3: our bug) when the bound is exceeded."""
     result = compare(reference, candidate, samples, candidate_batch)
     if not result.passed:
-        raise VerificationError(
-            "E900",
-            "verification-failed",
+        raise ReferenceMismatchError(
             f"{what} changed the network function: max |y - y_ref| = {result.max_abs_diff:.3g} > {result.bound:.3g}",
-            fix=BUG_FIX,
         )
     return result
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from odimo.ir.errors import PassError
+from odimo.ir.errors import NotContiguousError
 from odimo.targets.plan import Policy, TargetPlan
 from odimo.passes.base import LayerCUs
 from odimo.targets.base import Role
@@ -34,9 +34,7 @@ def order_channels(plan: TargetPlan, assignment: LayerCUs) -> ChannelOrder:
         order = np.argsort(rank, kind="stable")
         if layer.policy is Policy.CONTIGUOUS:
             if not np.array_equal(order, np.arange(len(order))):
-                raise PassError(
-                    "E320",
-                    "not-contiguous",
+                raise NotContiguousError(
                     f"layer '{layer.name}' is in contiguous group {layer.group.id} "
                     "but its channels are not a per-CU prefix",
                     where=layer.constrained_by or layer.group.id,

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from odimo.ir.errors import PassError
+from odimo.ir.errors import NotQuantizedError
 from odimo.ir.graph import GraphIndex, drop_unused_initializers
 from odimo.passes.base import PassResult, own_name
 
@@ -47,9 +47,7 @@ def _dequantize(node: onnx.NodeProto, index: GraphIndex, step: np.ndarray, graph
     exact = weight / step.reshape(shape)
     codes = np.round(exact)
     if np.max(np.abs(exact - codes), initial=0.0) > CODE_TOLERANCE or np.max(np.abs(codes), initial=0.0) > 127:
-        raise PassError(
-            "E320",
-            "not-quantized",
+        raise NotQuantizedError(
             f"weights of '{node.name}' are not integer multiples of their step",
             fix="fake-quantize the weights before the QDQ pass",
         )

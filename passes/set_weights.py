@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from odimo.ir.errors import PassError
+from odimo.ir.errors import UnknownInitializerError, UnknownLayerError, WeightShapeMismatchError
 from odimo.ir.graph import GraphIndex
 from odimo.passes.base import PassResult
 
@@ -33,18 +33,14 @@ def set_weights(
     for name, table, slot in [(n, weights, 1) for n in weights] + [(n, biases, 2) for n in biases]:
         node = nodes.get(name)
         if node is None:
-            raise PassError(
-                "E320",
-                "unknown-layer",
+            raise UnknownLayerError(
                 f"no node named '{name}' to write weights into",
                 fix="pass names of Conv/Gemm nodes of this model",
             )
         array = np.ascontiguousarray(table[name], dtype=np.float32)
         current = node.input[slot] if slot < len(node.input) and node.input[slot] else None
         if current is not None and tuple(numpy_helper.to_array(values[current]).shape) != array.shape:
-            raise PassError(
-                "E320",
-                "shape-mismatch",
+            raise WeightShapeMismatchError(
                 f"new {'weight' if slot == 1 else 'bias'} of '{name}' has shape {array.shape}, "
                 f"the graph's {tuple(numpy_helper.to_array(values[current]).shape)}",
                 fix="write back weights of the same layer",
@@ -65,9 +61,7 @@ def set_weights(
         node.input[slot] = target
     for name, array in constants.items():
         if name not in values or tuple(numpy_helper.to_array(values[name]).shape) != np.shape(array):
-            raise PassError(
-                "E320",
-                "unknown-initializer",
+            raise UnknownInitializerError(
                 f"no initializer '{name}' of shape {np.shape(array)} to overwrite",
                 fix="write back constants of the same graph",
             )

@@ -106,8 +106,6 @@ class OnnxModule(nn.Module):
         for spec in self.specs:
             if spec.op_type not in TORCH_OPS:
                 raise UnsupportedOpError(
-                    "E110",
-                    "unsupported-op",
                     f"the torch bridge has no implementation of {spec.op_type}",
                     f"node '{spec.name}'",
                     "report the op; odimo-compile --mapping <baseline> works without training",

@@ -39,9 +39,6 @@ CIFAR10_TEST_BATCH = "test_batch"
 # A 28x28 map grows to 32x32: at most this many zero pixels are added per side by `fit_to_model`.
 MAX_PAD_PER_SIDE = 2
 
-_CODE = "E140"
-_SLUG = "bad-data"
-
 
 @dataclass(frozen=True)
 class Dataset:
@@ -74,10 +71,6 @@ class TrainValSplit:
     y_val: np.ndarray
 
 
-def _error(what: str, where: str, fix: str) -> DataError:
-    return DataError(_CODE, _SLUG, what, where, fix)
-
-
 # ---------------------------------------------------------------------------------------------- IDX
 
 
@@ -88,7 +81,7 @@ def _read_maybe_gzip(path: Path) -> bytes:
             return gzip.decompress(raw)
         return raw
     except (OSError, EOFError, zlib.error) as exc:
-        raise _error(
+        raise DataError(
             f"cannot read {path.name}: {exc}",
             str(path),
             "re-download the file; a .gz file must be a complete gzip stream",
@@ -100,15 +93,15 @@ def read_idx(path: Path) -> np.ndarray:
     data = _read_maybe_gzip(path)
     fix = "re-download the file; it must be an IDX file of unsigned bytes (magic 0x0000080N)"
     if len(data) < 4 or data[0:3] != b"\x00\x00\x08" or data[3] == 0:
-        raise _error(f"{path.name} is not an IDX file of unsigned bytes", str(path), fix)
+        raise DataError(f"{path.name} is not an IDX file of unsigned bytes", str(path), fix)
     ndim = data[3]
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise _error(f"{path.name} is truncated inside its header", str(path), fix)
+        raise DataError(f"{path.name} is truncated inside its header", str(path), fix)
     dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = int(np.prod(dims))
     if len(data) - header != expected:
-        raise _error(
+        raise DataError(
             f"{path.name} holds {len(data) - header} bytes of data, its header {dims} needs {expected}",
             str(path),
             fix,
@@ -120,7 +113,7 @@ def _find_idx(folder: Path, stem: str) -> Path:
     for candidate in (folder / f"{stem}.gz", folder / stem):
         if candidate.is_file():
             return candidate
-    raise _error(
+    raise DataError(
         f"Fashion-MNIST file {stem}(.gz) not found",
         str(folder),
         "point fashion-mnist:/path at a folder with the four IDX files, or install Debian's fashion-mnist data package",
@@ -131,7 +124,7 @@ def load_fashion_mnist(folder: Path | str = FASHION_MNIST_DIR) -> Dataset:
     """Fashion-MNIST from a folder of the four IDX files, zero-padded to 1x32x32."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise _error(
+        raise DataError(
             "Fashion-MNIST folder not found",
             str(folder),
             "install Debian's fashion-mnist data package or pass fashion-mnist:/path/to/folder",
@@ -141,7 +134,7 @@ def load_fashion_mnist(folder: Path | str = FASHION_MNIST_DIR) -> Dataset:
         x, y = arrays[f"x_{part}"], arrays[f"y_{part}"]
         source = folder / FASHION_MNIST_FILES[f"x_{part}"]
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-            raise _error(
+            raise DataError(
                 f"Fashion-MNIST {part} images {x.shape} and labels {y.shape} do not pair up",
                 str(source),
                 "images must be (N, H, W) and labels (N,) with the same N",
@@ -191,25 +184,25 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         with path.open("rb") as f:
             batch = _NumpyOnlyUnpickler(f, encoding="latin1").load()
     except FileNotFoundError as exc:
-        raise _error(f"CIFAR-10 batch {path.name} not found", str(path), fix) from exc
+        raise DataError(f"CIFAR-10 batch {path.name} not found", str(path), fix) from exc
     except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError) as exc:
-        raise _error(f"cannot unpickle CIFAR-10 batch {path.name}: {exc}", str(path), fix) from exc
+        raise DataError(f"cannot unpickle CIFAR-10 batch {path.name}: {exc}", str(path), fix) from exc
     if not isinstance(batch, dict):
-        raise _error(f"CIFAR-10 batch {path.name} is not a dict", str(path), fix)
+        raise DataError(f"CIFAR-10 batch {path.name} is not a dict", str(path), fix)
     data = batch.get("data", batch.get(b"data"))
     labels = batch.get("labels", batch.get(b"labels"))
     if data is None or labels is None:
-        raise _error(f"CIFAR-10 batch {path.name} lacks 'data' or 'labels'", str(path), fix)
+        raise DataError(f"CIFAR-10 batch {path.name} lacks 'data' or 'labels'", str(path), fix)
     data = np.asarray(data)
     labels = np.asarray(labels)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise _error(
+        raise DataError(
             f"CIFAR-10 batch {path.name} has data {data.dtype} {data.shape}, expected uint8 (N, 3072)",
             str(path),
             fix,
         )
     if labels.shape != (len(data),) or labels.dtype.kind not in "iu":
-        raise _error(
+        raise DataError(
             f"CIFAR-10 batch {path.name} has {labels.shape} labels for {len(data)} images",
             str(path),
             fix,
@@ -223,7 +216,7 @@ def load_cifar10(folder: Path | str) -> Dataset:
     if (folder / "cifar-10-batches-py").is_dir():
         folder = folder / "cifar-10-batches-py"
     if not folder.is_dir():
-        raise _error(
+        raise DataError(
             "CIFAR-10 folder not found",
             str(folder),
             "pass cifar10:/path to the extracted cifar-10-batches-py folder",
@@ -258,18 +251,18 @@ def load_npz(path: Path | str) -> Dataset:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
     except FileNotFoundError as exc:
-        raise _error(".npz file not found", str(path), "pass npz:/path/to/file.npz") from exc
+        raise DataError(".npz file not found", str(path), "pass npz:/path/to/file.npz") from exc
     except (OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
-        raise _error(f"cannot read {path.name} as .npz: {exc}", str(path), fix) from exc
+        raise DataError(f"cannot read {path.name} as .npz: {exc}", str(path), fix) from exc
     if "x" not in arrays or "y" not in arrays:
-        raise _error(f"{path.name} has arrays {sorted(arrays)}, needs 'x' and 'y'", str(path), fix)
+        raise DataError(f"{path.name} has arrays {sorted(arrays)}, needs 'x' and 'y'", str(path), fix)
     if ("x_test" in arrays) != ("y_test" in arrays):
-        raise _error(f"{path.name} has only one of 'x_test' and 'y_test'", str(path), fix)
+        raise DataError(f"{path.name} has only one of 'x_test' and 'y_test'", str(path), fix)
     x_train, y_train = _npz_pair(arrays["x"], arrays["y"], "x", path)
     if "x_test" in arrays:
         x_test, y_test = _npz_pair(arrays["x_test"], arrays["y_test"], "x_test", path)
         if x_test.shape[1:] != x_train.shape[1:]:
-            raise _error(
+            raise DataError(
                 f"{path.name}: x_test images {x_test.shape[1:]} differ from x images {x_train.shape[1:]}",
                 str(path),
                 "store train and test images at the same (C, H, W)",
@@ -280,7 +273,7 @@ def load_npz(path: Path | str) -> Dataset:
     if "num_classes" in arrays:
         num_classes_array = arrays["num_classes"]
         if num_classes_array.shape != () or num_classes_array.dtype.kind not in "iu":
-            raise _error(f"{path.name}: 'num_classes' must be an integer scalar", str(path), fix)
+            raise DataError(f"{path.name}: 'num_classes' must be an integer scalar", str(path), fix)
         num_classes = int(num_classes_array)
     else:
         num_classes = int(max(y_train.max(initial=-1), y_test.max(initial=-1))) + 1
@@ -294,13 +287,13 @@ def _npz_pair(x: np.ndarray, y: np.ndarray, key: str, path: Path) -> tuple[np.nd
     if x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4 or x.shape[0] == 0:
-        raise _error(
+        raise DataError(
             f"images have shape {x.shape}, expected (N, C, H, W) or (N, H, W) with N > 0",
             where,
             "store images channels-first",
         )
     if y.shape != (len(x),) or y.dtype.kind not in "iu":
-        raise _error(
+        raise DataError(
             f"labels have shape {y.shape} and dtype {y.dtype} for {len(x)} images",
             where,
             "store labels as a 1-D integer array, one per image",
@@ -308,10 +301,10 @@ def _npz_pair(x: np.ndarray, y: np.ndarray, key: str, path: Path) -> tuple[np.nd
     if x.dtype == np.uint8:
         return _to_float(x), y.astype(np.int64)
     if x.dtype.kind != "f":
-        raise _error(f"images have dtype {x.dtype}", where, "store images as uint8 or float")
+        raise DataError(f"images have dtype {x.dtype}", where, "store images as uint8 or float")
     x = x.astype(np.float32)
     if not np.isfinite(x).all() or x.min() < 0.0 or x.max() > 1.0:
-        raise _error(
+        raise DataError(
             f"float images span [{np.nanmin(x):.4g}, {np.nanmax(x):.4g}], not [0, 1]",
             where,
             "store unnormalised images scaled to [0, 1] (or as uint8)",
@@ -332,7 +325,7 @@ def make_synthetic(
     """Seeded random images for smoke runs: each class has its own fixed pattern, blended 50/50 with
     uniform noise, so a network can learn it in a few steps."""
     if num_classes < 1 or n_train < 1 or n_test < 0 or min(input_shape) < 1:
-        raise _error(
+        raise DataError(
             f"synthetic data needs positive sizes, got shape {input_shape}, {num_classes} classes, "
             f"{n_train}/{n_test} images",
             "synthetic",
@@ -371,14 +364,14 @@ def load_dataset(
     if kind == "fashion-mnist":
         return load_fashion_mnist(arg or FASHION_MNIST_DIR)
     if kind in ("cifar10", "npz") and not arg:
-        raise _error(f"'{spec}' names no path", spec, f"write {kind}:/path")
+        raise DataError(f"'{spec}' names no path", spec, f"write {kind}:/path")
     if kind == "cifar10":
         return load_cifar10(arg)
     if kind == "npz":
         return load_npz(arg)
     if kind == "synthetic" and not arg:
         return make_synthetic(input_shape, num_classes, seed=seed)
-    raise _error(
+    raise DataError(
         f"unknown dataset spec '{spec}'",
         spec,
         "use fashion-mnist[:/dir], cifar10:/dir, npz:/file.npz or synthetic",
@@ -402,7 +395,7 @@ def fit_to_model(dataset: Dataset, input_shape: tuple[int, int, int], num_classe
     mc, mh, mw = input_shape
     where = f"dataset '{dataset.name}' {dataset.input_shape} into model input {tuple(input_shape)}"
     if c != mc and not (c == 1 and mc == 3):
-        raise _error(
+        raise DataError(
             f"data has {c} channel(s), the model takes {mc}",
             where,
             "use data with the model's channel count (only 1 -> 3 is adapted), or export the model "
@@ -410,7 +403,7 @@ def fit_to_model(dataset: Dataset, input_shape: tuple[int, int, int], num_classe
         )
     pad_h, pad_w = mh - h, mw - w
     if not all(0 <= p <= 2 * MAX_PAD_PER_SIDE and p % 2 == 0 for p in (pad_h, pad_w)):
-        raise _error(
+        raise DataError(
             f"data images are {h}x{w}, the model takes {mh}x{mw}",
             where,
             f"resize the data to {mh}x{mw} (only zero-padding by up to {MAX_PAD_PER_SIDE} pixels "
@@ -418,7 +411,7 @@ def fit_to_model(dataset: Dataset, input_shape: tuple[int, int, int], num_classe
         )
     top_label = int(max(dataset.y_train.max(initial=-1), dataset.y_test.max(initial=-1)))
     if top_label >= num_classes:
-        raise _error(
+        raise DataError(
             f"data has label {top_label} ({dataset.num_classes} classes), the model has {num_classes} outputs",
             where,
             "use a model with at least as many outputs as the data has classes",
@@ -446,7 +439,7 @@ def split_train_val(dataset: Dataset, val_fraction: float = 0.1, seed: int = 0) 
     """
     n = len(dataset.y_train)
     if not 0.0 < val_fraction < 1.0 or n < 2:
-        raise _error(
+        raise DataError(
             f"cannot split {n} training images with val_fraction={val_fraction}",
             f"dataset '{dataset.name}'",
             "use 0 < val_fraction < 1 and at least 2 training images",
@@ -475,7 +468,7 @@ def _pad_to(x: np.ndarray, h: int, w: int) -> np.ndarray:
 def _check_labels(dataset: Dataset, where: str) -> None:
     for part, y in (("train", dataset.y_train), ("test", dataset.y_test)):
         if len(y) and (y.min() < 0 or y.max() >= dataset.num_classes):
-            raise _error(
+            raise DataError(
                 f"{part} labels span [{y.min()}, {y.max()}], outside [0, {dataset.num_classes})",
                 where,
                 "labels must be class indices 0..num_classes-1",

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from odimo.ir.errors import TrainingError
+from odimo.ir.errors import BadCheckpointError, NonFiniteLossError
 from odimo.retrain.augment import augment
 from odimo.retrain.data import TrainValSplit
 from odimo.retrain.optimizers import PHASES, Stepper, build_optimizers
@@ -167,9 +167,7 @@ def _run_epoch(
         if not torch.isfinite(loss):
             where = f"phase {phase}, epoch {state.phase_epoch[phase] + 1}, batch {k + 1}"
             kept = f"; the last good checkpoint is {config.checkpoint_dir / 'last.pt'}" if config.checkpoint_dir else ""
-            raise TrainingError(
-                "E330",
-                "non-finite-loss",
+            raise NonFiniteLossError(
                 f"the training loss became {float(loss.detach())}{kept}",
                 where,
                 "lower --lambda or the learning rate, check the data for NaN, then rerun with --resume",
@@ -257,9 +255,7 @@ def _load_checkpoint(path: Path, supernet: Supernet, optimizers: dict[str, Stepp
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # any unreadable checkpoint gets one message
-        raise TrainingError(
-            "E330",
-            "bad-checkpoint",
+        raise BadCheckpointError(
             f"cannot resume: the checkpoint cannot be read ({exc})",
             str(path),
             "delete the checkpoint folder to start over",

@@ -4,7 +4,7 @@ Each target module defines one `Target` subclass and registers an instance; impo
 modules below fills `TARGETS`. A new SoC is one new module plus its name in that import.
 """
 
-from odimo.ir.errors import TargetError
+from odimo.ir.errors import BadTargetError
 from odimo.targets import darkside, diana  # noqa: F401  (each registers its target)
 from odimo.targets.base import CU, TARGETS, LayerSupport, Role, Target, smooth_max
 
@@ -14,9 +14,7 @@ def get_target(name: str) -> Target:
     try:
         return TARGETS[name]
     except KeyError:
-        raise TargetError(
-            "E150",
-            "bad-target",
+        raise BadTargetError(
             f"unknown target '{name}'",
             fix=f"use one of {', '.join(sorted(TARGETS))}",
         ) from None

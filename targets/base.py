@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from odimo.ir.errors import TargetError
+from odimo.ir.errors import BadTargetError
 from odimo.ir.geometry import LayerGeometry
 from odimo.targets.arith import EXACT, TORCH, Arith, Number
 from odimo.targets.quantization import WeightFormat
@@ -216,9 +216,7 @@ class Target(abc.ABC):
 
     def _stacked_cycles(self, layer: LayerGeometry, counts: Mapping[str, torch.Tensor]) -> torch.Tensor:
         if not counts:
-            raise TargetError(
-                "E150",
-                "bad-target",
+            raise BadTargetError(
                 "no channel counts given",
                 where=f"layer '{layer.name}'",
                 fix=f"pass a count for at least one of {', '.join(self.cus)}",
@@ -231,9 +229,7 @@ class Target(abc.ABC):
 
     def _check_cu(self, cu: str) -> None:
         if cu not in self.cus:
-            raise TargetError(
-                "E150",
-                "bad-target",
+            raise BadTargetError(
                 f"target '{self.name}' has no CU named '{cu}'",
                 fix=f"use one of {', '.join(self.cus)}",
             )
@@ -242,9 +238,7 @@ class Target(abc.ABC):
         support = self.support(layer)
         if cu not in support.cus:
             can = ", ".join(support.cus) or "none (a host layer)"
-            raise TargetError(
-                "E150",
-                "bad-target",
+            raise BadTargetError(
                 f"CU '{cu}' of target '{self.name}' cannot run this layer ({support.reason})",
                 where=f"layer '{layer.name}'",
                 fix=f"give its channels to a CU that can: {can}",

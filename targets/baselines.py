@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from odimo.ir.errors import TargetError
+from odimo.ir.errors import BadTargetError
 from odimo.ir.geometry import LayerGeometry
 from odimo.targets.base import Role, Target
 from odimo.targets.costing import CostTable, cost_table
@@ -109,9 +109,7 @@ class MinCost(MappingRecipe):
     def _best(self, layer: LayerGeometry, target: Target) -> Split:
         cus = target.support(layer).cus
         if len(cus) != 2:
-            raise TargetError(
-                "E150",
-                "bad-target",
+            raise BadTargetError(
                 f"the {self.name} baseline splits a layer between two CUs; target "
                 f"'{target.name}' offers {len(cus)} for this layer",
                 where=f"layer '{layer.name}'",
@@ -153,9 +151,7 @@ def fixed_mapping(layers: Sequence[LayerGeometry], target: Target) -> Assignment
     """Every costed layer on its only CU: the whole mapping of a model no layer of which can be split."""
 
     def refuse(layer: LayerGeometry) -> Split:
-        raise TargetError(
-            "E150",
-            "bad-target",
+        raise BadTargetError(
             f"layer '{layer.name}' can be split on {target.name}, so the model has no fixed mapping",
             fix="search a mapping or give one",
         )
@@ -172,9 +168,7 @@ def build_baseline(name: str, layers: Sequence[LayerGeometry], target: Target) -
     """The mapping of baseline `name` (a structural baseline such as DWS has none)."""
     recipe = _recipe(name, target)
     if not isinstance(recipe, MappingRecipe):
-        raise TargetError(
-            "E150",
-            "bad-target",
+        raise BadTargetError(
             f"baseline '{name}' changes the network's structure, so it has no mapping",
             where=f"target '{target.name}'",
             fix="use baseline_costs for its cost",
@@ -196,9 +190,7 @@ def _recipe(name: str, target: Target) -> BaselineRecipe:
     for recipe in target.baselines:
         if recipe.name == name:
             return recipe
-    raise TargetError(
-        "E150",
-        "bad-target",
+    raise BadTargetError(
         f"target '{target.name}' has no baseline '{name}'",
         fix=f"use one of {', '.join(baselines_for(target))}",
     )
