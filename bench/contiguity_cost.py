@@ -14,14 +14,15 @@ import time
 import torch
 
 from odimo.compiler.importer import load_model
-from odimo.targets.plan import plan_for_target
 from odimo.retrain.data import split_train_val
-from odimo.retrain.run import SearchSettings, load_data
+from odimo.retrain.run import load_data
+from odimo.retrain.settings import SearchSettings
 from odimo.retrain.supernet import Supernet
-from odimo.retrain.trainer import TrainConfig, evaluate, train
+from odimo.retrain.trainer import evaluate, train
 from odimo.targets import get_target
 from odimo.targets.costing import cost_table
 from odimo.targets.mapping import validate_mapping
+from odimo.targets.plan import plan_for_target
 
 
 def run(constrained: bool, args: argparse.Namespace) -> tuple[float, float, float]:
@@ -31,7 +32,7 @@ def run(constrained: bool, args: argparse.Namespace) -> tuple[float, float, floa
     dataset = load_data(imported, settings)
     torch.manual_seed(args.seed)
     supernet = Supernet(imported.model, plan, constrained=constrained)
-    config = TrainConfig(
+    config = SearchSettings(
         epochs=tuple(int(v) for v in args.epochs.split(",")),
         lam=args.lam,
         seed=args.seed,

@@ -17,13 +17,14 @@ import torch
 from torch import nn
 
 from odimo.compiler.importer import load_model
-from odimo.compiler.pipeline import emit_graphs, initial_substitutes
-from odimo.targets.plan import Policy, plan_for_target
+from odimo.compiler.partition import partition
+from odimo.compiler.search_stage import initial_substitutes
+from odimo.ir.assignment import Assignment
 from odimo.ir.verify import compare, probe_inputs
 from odimo.models.export import export_onnx
 from odimo.targets import get_target
 from odimo.targets.base import Role
-from odimo.ir.assignment import Assignment
+from odimo.targets.plan import Policy, plan_for_target
 
 
 class BasicBlock(nn.Module):
@@ -92,12 +93,12 @@ def main() -> None:
         }
         mapping = Assignment(target.name, full)
         start = time.perf_counter()
-        emitted = emit_graphs(imported.model, plan, mapping, "qdq", initial_substitutes(imported.model, plan, mapping))
+        emitted = partition(imported.model, plan, mapping, "qdq", initial_substitutes(imported.model, plan, mapping))
         passes = time.perf_counter() - start
         start = time.perf_counter()
         probes = probe_inputs(imported.model, 0)
-        result = compare(emitted.transformed.reference, emitted.transformed.partitioned, probes)
-        compare(emitted.transformed.partitioned, emitted.main, probes)
+        result = compare(emitted.reference, emitted.partitioned, probes)
+        compare(emitted.partitioned, emitted.qdq, probes)
         verify = time.perf_counter() - start
     params = sum(p.numel() for p in resnet18().parameters()) / 1e6
     print(f"ResNet-18 ({params:.1f} M params), random DIANA mapping, max |dy| = {result.max_abs_diff:.2g}")

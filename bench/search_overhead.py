@@ -2,9 +2,9 @@
 
 For ResNet-20 on DIANA and the Darkside seed network on Darkside, one epoch of N batches of B
 synthetic 3x32x32 images, measured in one run:
-- search: the Supernet (search modules, DIANA quantizers), loss CE + λ·cost, the trainer's search
+- search: the Supernet (mixed layers, DIANA quantizers), loss CE + λ·cost, the trainer's search
   optimizer (`build_optimizers(...)["search"]`);
-- plain fine-tune: the bridged OnnxModule without search modules, loss CE, the same weight
+- plain fine-tune: the bridged OnnxModule without mixed layers, loss CE, the same weight
   optimizer (DIANA: SGD lr 1e-3, momentum 0.9, wd 1e-4; Darkside: Adam lr 1e-3, wd 1e-4);
 - baseline fine-tune (the paper's Table II reference, "the most demanding baseline"): the Supernet
   with the All-8bit / All-conv mapping fixed, as `--mapping all-8bit|all-conv` trains it, with the
@@ -67,12 +67,12 @@ def _trainer(model, target: str, mode: str):
     import torch
     import torch.nn.functional as F
 
-    from odimo.targets.plan import plan_for_target
     from odimo.retrain.bridge import OnnxModule
-    from odimo.retrain.supernet import Supernet
     from odimo.retrain.optimizers import build_optimizers
+    from odimo.retrain.supernet import Supernet
     from odimo.targets import get_target
     from odimo.targets.baselines import build_baseline
+    from odimo.targets.plan import plan_for_target
 
     torch.manual_seed(0)
     if mode in ("search", "baseline"):

@@ -39,12 +39,12 @@ from typing import Any
 
 import numpy as np
 
-from odimo.ir.geometry import LayerGeometry
 from odimo.compiler.importer import load_model
-from odimo.targets.plan import plan_for_target
+from odimo.ir.geometry import LayerGeometry
 from odimo.targets import get_target
 from odimo.targets.baselines import build_baseline
 from odimo.targets.costing import cost_table
+from odimo.targets.plan import plan_for_target
 
 ROOT = Path(__file__).resolve().parents[1]
 PIP = f"{sys.executable} -m pip install zigzag-dse six"

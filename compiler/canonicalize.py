@@ -28,7 +28,8 @@ import onnx.inliner
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from odimo.ir.graph import GraphIndex, attr, drop_unused_initializers, set_attr
+from odimo.ir import names
+from odimo.ir.graph import GraphIndex, attr, drop_unused_initializers, put_initializer, set_attr
 
 Step = Callable[[onnx.ModelProto], list[str]]
 
@@ -115,18 +116,14 @@ def _rename_value(graph: onnx.GraphProto, old: str, new: str) -> None:
 
 def _set_initializer(graph: onnx.GraphProto, name: str, value: np.ndarray) -> None:
     tensor = numpy_helper.from_array(np.asarray(value, order="C"), name)  # ascontiguousarray makes 0-d 1-d
-    for i, init in enumerate(graph.initializer):
-        if init.name == name:
-            graph.initializer[i].CopyFrom(tensor)
-            return
-    graph.initializer.append(tensor)
+    put_initializer(graph, {init.name: init for init in graph.initializer}, tensor)
 
 
 def _private_initializer(graph: onnx.GraphProto, index: GraphIndex, name: str, node: onnx.NodeProto) -> str:
     """Name under which `node` may rewrite initializer `name`: itself if no one else reads it."""
     if len(index.consumers.get(name, [])) <= 1 and name not in index.outputs:
         return name
-    return f"{name}@{node.name}"
+    return names.private_copy(name, node.name)
 
 
 # --- batch -----------------------------------------------------------------------------------

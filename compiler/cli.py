@@ -8,8 +8,12 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from odimo.ir.errors import OdimoError
+
+if TYPE_CHECKING:  # the CLI imports the pipeline lazily, so that --help stays fast
+    from odimo.compiler.report import Report
 
 
 def _run(prog: str, body: Callable[[], int]) -> int:
@@ -104,8 +108,7 @@ def compile_main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         from odimo.compiler import pipeline
         from odimo.compiler.pipeline import CompileOptions
-        from odimo.retrain.run import SearchSettings
-
+        from odimo.retrain.settings import SearchSettings
         from odimo.targets import get_target
 
         lam = args.lam if args.lam is not None else get_target(args.target).default_lambda
@@ -127,10 +130,9 @@ def compile_main(argv: Sequence[str] | None = None) -> int:
             output=args.output,
             emit=args.emit,
             report=args.report,
-            seed=args.seed,
             train=args.train,
             search=settings,
-            search_graph=args.save_search_graph,
+            supernet_graph=args.save_search_graph,
         )
         print(summary(pipeline.compile(args.model, options).report))
         return 0
@@ -148,28 +150,28 @@ def _epochs(text: str) -> tuple[int, int, int]:
     return values
 
 
-def summary(report: dict) -> str:
+def summary(report: Report) -> str:
     """What a CI log should show: accuracy, the predicted cost, and the baselines beside it."""
-    total = report["totals"]["all"]
-    acc = report.get("accuracy") or {}
+    total = report.summary.total
+    acc = report.accuracy
     lines = [
-        f"{report['target']['name']} / {report['mapping']}: "
-        f"{total['cycles']:,.2f} cycles ({total['latency_ms']:.4f} ms), "
-        f"{total['energy_uj']:.3f} µJ"
+        f"{report.summary.target} / {report.mapping}: "
+        f"{total.cycles:,.2f} cycles ({total.latency_ms:.4f} ms), "
+        f"{total.energy_uj:.3f} µJ"
     ]
-    lines += [f"  {note}" for note in report.get("notes", ())]
+    lines += [f"  {note}" for note in report.notes]
     if acc.get("final") is not None:
         lines.append(
             f"  accuracy: float {acc['float']:.2%} -> odimo {acc['final']:.2%} "
             f"(onnxruntime {acc.get('onnx', float('nan')):.2%})"
         )
-    for baseline in report["baselines"]:
-        ratio = baseline["cycles"] / total["cycles"] if total["cycles"] else float("nan")
+    for baseline in report.summary.baselines:
+        ratio = baseline.cycles / total.cycles if total.cycles else float("nan")
         lines.append(
-            f"  {baseline['name']:<16} {baseline['cycles']:>14,.2f} cycles  {baseline['energy_uj']:8.3f} µJ  "
+            f"  {baseline.name:<16} {baseline.cycles:>14,.2f} cycles  {baseline.energy_uj:8.3f} µJ  "
             f"({ratio:.2f}x odimo's latency)"
         )
-    lines.append(f"  wrote {', '.join(report['emission']['files'])} (+ report, mapping, plot)")
+    lines.append(f"  wrote {', '.join(report.emission.files)} (+ report, mapping, plot)")
     return "\n".join(lines)
 
 

@@ -41,8 +41,8 @@ from odimo.ir.errors import (
     UnsupportedOpError,
     UnsupportedOpsetError,
 )
-from odimo.ir.records import ImportedModel
 from odimo.ir.graph import opset_version, value_shape
+from odimo.ir.records import ImportedModel
 from odimo.ir.verify import DYNAMIC_BATCH_PROBE, compare, probe_inputs, require_equivalent
 
 MIN_OPSET, MAX_OPSET = 13, 22

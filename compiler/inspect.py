@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from odimo.ir.analysis import Analysis, analyse
 from odimo.compiler.importer import load_model
-from odimo.targets.plan import TargetPlan, plan_for_target
+from odimo.ir.analysis import Analysis, analyse
 from odimo.targets import get_target
 from odimo.targets.baselines import baseline_costs
 from odimo.targets.costing import CostTable
+from odimo.targets.plan import TargetPlan, plan_for_target
 
 
 def inspect_model(path: str | Path, target_name: str | None = None) -> dict[str, Any]:

@@ -1,26 +1,27 @@
-"""Plots as pure functions of a report: PNG bytes, deterministic for the same report."""
+"""Plots as pure functions of a report (and its target's CU colours): PNG bytes, deterministic."""
 
 from __future__ import annotations
 
 import io
-from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # the backend must be chosen first
 
+from odimo.compiler.report import Report
 from odimo.targets import get_target
 
 HOST_COLOR = "#7f7f7f"
 
 
-def split_plot(report: dict[str, Any]) -> bytes:
+def split_plot(report: Report) -> bytes:
     """Paper Fig. 8/9: per layer, the fraction of channels on each CU, and cycles per CU (log)."""
-    rows = [r for r in report["layers"] if r["class"] != "host"]
-    cus = report["target"]["cus"]
-    colors = {cu.name: cu.color for cu in get_target(report["target"]["name"]).cu_table} | {"host": HOST_COLOR}
-    names = [r["name"] for r in rows]
+    summary = report.summary
+    rows = [r for r in summary.layers if r.role != "host"]
+    cus = summary.cus
+    colors = {cu.name: cu.color for cu in get_target(summary.target).cu_table} | {"host": HOST_COLOR}
+    names = [r.name for r in rows]
     x = range(len(rows))
     # Fixed margins sized to the longest rotated name (0.055 in per x-small character): drawing the
     # figure once more for tight_layout cost more than the rest of a small model's compile.
@@ -36,20 +37,20 @@ def split_plot(report: dict[str, Any]) -> bytes:
     )
     bottoms = [0.0] * len(rows)
     for cu in cus:
-        fractions = [r["split"].get(cu, 0) / sum(r["split"].values()) for r in rows]
+        fractions = [r.split.get(cu, 0) / sum(r.split.values()) for r in rows]
         top.bar(x, fractions, bottom=bottoms, color=colors.get(cu), label=cu)
         bottoms = [b + f for b, f in zip(bottoms, fractions)]
     top.set_ylabel("channel fraction")
     top.legend(loc="upper right", fontsize="small")
-    top.set_title(f"{report['target']['name']}: {report['mapping']} — {report['totals']['all']['cycles']:,.0f} cycles")
+    top.set_title(f"{summary.target}: {report.mapping} — {summary.total.cycles:,.0f} cycles")
     width = 0.8 / len(cus)
     for k, cu in enumerate(cus):
-        cycles = [max((r["cycles"] or {}).get(cu, 0.0), 0.0) for r in rows]
+        cycles = [max((r.cycles or {}).get(cu, 0.0), 0.0) for r in rows]
         bars = bottom.bar(
             [i + (k - (len(cus) - 1) / 2) * width for i in x], cycles, width=width, color=colors.get(cu), label=cu
         )
         for bar, row in zip(bars, rows):
-            if row["latency_cycles"] and (row["cycles"] or {}).get(cu) == row["latency_cycles"]:
+            if row.latency_cycles and (row.cycles or {}).get(cu) == row.latency_cycles:
                 bar.set_edgecolor("black")
                 bar.set_linewidth(1.2)
     bottom.set_yscale("symlog", linthresh=1.0)

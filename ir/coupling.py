@@ -14,7 +14,7 @@ never re-derive coupling themselves. Like Torch-Pruning's DependencyGraph, but o
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -108,12 +108,23 @@ class Coupling:
 
     def dependents(self, layer: str) -> Dependents:
         group = self.group_of_layer(layer)
-        touches = lambda view: any(self.group_of_space[s.space] == group.id for s in view)  # noqa: E731
+        spaces = {space for space, owner in self.group_of_space.items() if owner == group.id}
         return Dependents(
             group=group,
-            params=tuple(p for p in self.params if touches(p.view)),
-            sinks=tuple(s for s in self.sinks if touches(s.view)),
+            params=tuple(p for p in self.params if touches(p.view, spaces)),
+            sinks=tuple(s for s in self.sinks if touches(s.view, spaces)),
         )
+
+    def nodes_reading(self, spaces: Container[str]) -> set[str]:
+        """Nodes with a parameter or a sink input whose channels lie in one of `spaces`."""
+        return {p.node for p in self.params if touches(p.view, spaces)} | {
+            s.node for s in self.sinks if touches(s.view, spaces)
+        }
+
+
+def touches(view: View, spaces: Container[str]) -> bool:
+    """Whether a channel segment of `view` lies in one of `spaces`."""
+    return any(seg.space in spaces for seg in view)
 
 
 def view_positions(view: View, perms: dict[str, np.ndarray]) -> np.ndarray:

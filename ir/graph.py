@@ -106,3 +106,13 @@ def drop_unused_initializers(graph: onnx.GraphProto) -> int:
     del graph.initializer[:]
     graph.initializer.extend(kept)
     return dropped
+
+
+def put_initializer(graph: onnx.GraphProto, values: dict[str, onnx.TensorProto], tensor: onnx.TensorProto) -> None:
+    """Replace the initializer named like `tensor` in place, or append it; `values` (name -> the
+    graph's own TensorProto) is kept current so later calls see the new one."""
+    if tensor.name in values:
+        values[tensor.name].CopyFrom(tensor)
+    else:
+        graph.initializer.append(tensor)
+        values[tensor.name] = graph.initializer[-1]

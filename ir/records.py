@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from odimo.ir import names
+from odimo.ir.assignment import Assignment
 from odimo.ir.coupling import index_tail
 from odimo.ir.graph import GraphIndex, opset_version, value_shape
 
@@ -63,10 +65,10 @@ class Substitute:
 
 
 @dataclass(frozen=True)
-class SearchNode:
+class SupernetNode:
     """The state of one searchable layer: which function, which body it has, and its named tensors.
 
-    `body` is one of passes/search_graph.py's BODIES; `tensors` holds, by function input name, the
+    `body` is one of passes/supernet_graph.py's BODIES; `tensors` holds, by function input name, the
     arrays the call reads (θ or α, per-CU weights and biases, a temperature); `metadata` is written
     on the call node.
     """
@@ -86,3 +88,29 @@ class ActQuant:
     low: float
     clip: float
     scale: float
+
+
+@dataclass(frozen=True)
+class QuantizedLayers:
+    """Dequantized weights to write back, and each channel's step (original channel order)."""
+
+    weights: dict[str, np.ndarray]
+    steps: dict[str, np.ndarray]
+    substitutes: dict[str, Substitute]
+    substitute_steps: dict[str, np.ndarray]
+    biases: dict[str, np.ndarray] = field(default_factory=dict)  # fake-quantized, when trained
+
+    def sublayer_steps(self, mapping: Assignment) -> dict[str, np.ndarray]:
+        """Step vector of every emitted node `L/<cu>`, rows in stored (ascending channel) order."""
+        result = {}
+        for layer, steps in self.steps.items():
+            cus = mapping.layers[layer]
+            for cu in dict.fromkeys(cus):
+                channels = [c for c, owner in enumerate(cus) if owner == cu]
+                source = (
+                    self.substitute_steps[layer]
+                    if self.substitutes.get(layer) and self.substitutes[layer].cu == cu
+                    else steps
+                )
+                result[names.sublayer(layer, cu)] = source[channels]
+        return result

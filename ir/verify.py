@@ -93,6 +93,12 @@ def compare(
     and measure the §4 deviation (on the logits of a model that ends in ArgMax)."""
     ref_outs = run(session(logits_view(reference)), samples)
     new_outs = run(session(logits_view(candidate)), samples, candidate_batch)
+    return compare_outputs(ref_outs, new_outs)
+
+
+def compare_outputs(ref_outs: list[np.ndarray], new_outs: list[np.ndarray]) -> Comparison:
+    """The §4 deviation of `new_outs` from `ref_outs`, output by output: |y - y_ref| against
+    ABS_TOL + REL_TOL·max|y_ref| (the worst output decides), and the top-1 agreement of the first."""
     worst, bound = 0.0, np.inf
     for ref, new in zip(ref_outs, new_outs, strict=True):
         diff = float(np.max(np.abs(ref.astype(np.float64) - new))) if ref.size else 0.0

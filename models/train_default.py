@@ -28,8 +28,8 @@ from torch import nn
 
 from odimo.ir.verify import onnx_accuracy
 from odimo.models.export import MAX_ABS_DIFF, export_onnx, max_abs_diff
-from odimo.retrain.augment import augment
 from odimo.models.zoo import MODELS, build
+from odimo.retrain.augment import augment
 from odimo.retrain.data import load_dataset
 
 MODELS_DIR = Path(__file__).resolve().parent

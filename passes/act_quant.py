@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from functools import partial
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from odimo.ir import names
 from odimo.ir.records import ActQuant
 from odimo.passes.base import PassResult
 from odimo.targets.quantization import FLOOR_GUARD
@@ -29,7 +31,7 @@ def insert_act_quant(model: onnx.ModelProto, quantizers: Mapping[str, ActQuant])
         layer = _owning_layer(node.name, quantizers)
         quant = quantizers.get(layer) if layer else None
         if quant is not None and quant.input in node.input:
-            quantized = f"{quant.input}/{layer}/act"
+            quantized = names.act_quant_output(quant.input, layer)
             if not any(n.output[0] == quantized for n in nodes):
                 nodes += _chain(layer, quant, quantized, work.graph)
                 inserted += 1
@@ -44,28 +46,43 @@ def _owning_layer(node_name: str, quantizers: Mapping[str, ActQuant]) -> str | N
     """`conv2/analog` and `conv2/dwe/slice` belong to layer `conv2`; so does `conv2` itself."""
     if node_name in quantizers:
         return node_name
-    for layer in quantizers:
-        if node_name.startswith(f"{layer}/"):
-            return layer
-    return None
+    return next((layer for layer in quantizers if names.belongs_to(node_name, layer)), None)
 
 
 def _chain(layer: str, quant: ActQuant, output: str, graph: onnx.GraphProto) -> list[onnx.NodeProto]:
-    prefix = f"{layer}/act"
+    at = partial(names.part, names.act_quant(layer))  # at("clip") is L/act/clip
     graph.initializer.extend(
         [
-            numpy_helper.from_array(np.array(quant.low, dtype=np.float32), f"{prefix}/low"),
-            numpy_helper.from_array(np.array(quant.clip, dtype=np.float32), f"{prefix}/clip"),
-            numpy_helper.from_array(np.array(quant.scale, dtype=np.float32), f"{prefix}/scale"),
-            numpy_helper.from_array(np.array(FLOOR_GUARD, dtype=np.float32), f"{prefix}/guard"),
+            numpy_helper.from_array(np.array(quant.low, dtype=np.float32), at("low")),
+            numpy_helper.from_array(np.array(quant.clip, dtype=np.float32), at("clip")),
+            numpy_helper.from_array(np.array(quant.scale, dtype=np.float32), at("scale")),
+            numpy_helper.from_array(np.array(FLOOR_GUARD, dtype=np.float32), at("guard")),
         ]
     )
     return [
         helper.make_node(
-            "Clip", [quant.input, f"{prefix}/low", f"{prefix}/clip"], [f"{prefix}/clipped"], name=f"{prefix}/clip"
+            "Clip",
+            [quant.input, at("low"), at("clip")],
+            [at("clipped")],
+            name=at("clip"),
         ),
-        helper.make_node("Mul", [f"{prefix}/clipped", f"{prefix}/scale"], [f"{prefix}/scaled"], name=f"{prefix}/mul"),
-        helper.make_node("Add", [f"{prefix}/scaled", f"{prefix}/guard"], [f"{prefix}/guarded"], name=f"{prefix}/guard"),
-        helper.make_node("Floor", [f"{prefix}/guarded"], [f"{prefix}/floored"], name=f"{prefix}/floor"),
-        helper.make_node("Div", [f"{prefix}/floored", f"{prefix}/scale"], [output], name=f"{prefix}/div"),
+        helper.make_node(
+            "Mul",
+            [at("clipped"), at("scale")],
+            [at("scaled")],
+            name=at("mul"),
+        ),
+        helper.make_node(
+            "Add",
+            [at("scaled"), at("guard")],
+            [at("guarded")],
+            name=at("guard"),
+        ),
+        helper.make_node("Floor", [at("guarded")], [at("floored")], name=at("floor")),
+        helper.make_node(
+            "Div",
+            [at("floored"), at("scale")],
+            [output],
+            name=at("div"),
+        ),
     ]

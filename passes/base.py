@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
+from odimo.ir import names
 from odimo.ir.graph import GraphIndex
 
 # Layer name -> CU name of each output channel, in original channel order ("host" for host layers).
@@ -27,7 +28,7 @@ class PassResult:
 def own_name(index: GraphIndex, name: str, node: str) -> str:
     """The initializer `name` as node `node` may rewrite it: itself if no other node reads it, else a
     copy `name@node` (onnx-io.md §3), so derived names such as `W@node/<cu>` stay unique too."""
-    return name if len(index.consumers.get(name, [])) == 1 else f"{name}@{node}"
+    return name if len(index.consumers.get(name, [])) == 1 else names.private_copy(name, node)
 
 
 def cu_ranges(cus: tuple[str, ...], cu_order: tuple[str, ...]) -> dict[str, tuple[int, int]]:

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from functools import partial
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from odimo.passes.base import LayerCUs, PassResult
+from odimo.ir import names
 from odimo.ir.records import Substitute
+from odimo.passes.base import LayerCUs, PassResult
 
 
 def mix_substitutes(model: onnx.ModelProto, assignment: LayerCUs, substitutes: Mapping[str, Substitute]) -> PassResult:
@@ -29,11 +31,14 @@ def mix_substitutes(model: onnx.ModelProto, assignment: LayerCUs, substitutes: M
             nodes.append(node)
             continue
         mask = np.array([cu != sub.cu for cu in assignment[node.name]], dtype=np.float32).reshape(1, -1, 1, 1)
-        prefix, out = node.name, node.output[0]
+        of_node, of_value = partial(names.part, node.name), partial(names.part, node.output[0])
         conv = copy.deepcopy(node)
-        conv.output[0] = f"{out}/conv"
+        conv.output[0] = of_value("conv")
         dw = helper.make_node(
-            "Conv", [node.input[0], f"{prefix}/dw/weight", f"{prefix}/dw/bias"], [f"{out}/dw"], name=f"{prefix}/dw"
+            "Conv",
+            [node.input[0], of_node("dw", "weight"), of_node("dw", "bias")],
+            [of_value("dw")],
+            name=of_node("dw"),
         )
         dw.attribute.extend(a for a in copy.deepcopy(node.attribute) if a.name not in ("group", "kernel_shape"))
         dw.attribute.extend(
@@ -43,21 +48,32 @@ def mix_substitutes(model: onnx.ModelProto, assignment: LayerCUs, substitutes: M
             ]
         )
         inits += [
-            numpy_helper.from_array(sub.weight.astype(np.float32), f"{prefix}/dw/weight"),
-            numpy_helper.from_array(sub.bias.astype(np.float32), f"{prefix}/dw/bias"),
-            numpy_helper.from_array(mask, f"{prefix}/mask"),
-            numpy_helper.from_array(1 - mask, f"{prefix}/mask_complement"),
+            numpy_helper.from_array(sub.weight.astype(np.float32), of_node("dw", "weight")),
+            numpy_helper.from_array(sub.bias.astype(np.float32), of_node("dw", "bias")),
+            numpy_helper.from_array(mask, of_node("mask")),
+            numpy_helper.from_array(1 - mask, of_node("mask_complement")),
         ]
         nodes += [
             conv,
             dw,
             helper.make_node(
-                "Mul", [f"{out}/conv", f"{prefix}/mask"], [f"{out}/conv_masked"], name=f"{prefix}/mask_conv"
+                "Mul",
+                [of_value("conv"), of_node("mask")],
+                [of_value("conv_masked")],
+                name=of_node("mask_conv"),
             ),
             helper.make_node(
-                "Mul", [f"{out}/dw", f"{prefix}/mask_complement"], [f"{out}/dw_masked"], name=f"{prefix}/mask_dw"
+                "Mul",
+                [of_value("dw"), of_node("mask_complement")],
+                [of_value("dw_masked")],
+                name=of_node("mask_dw"),
             ),
-            helper.make_node("Add", [f"{out}/conv_masked", f"{out}/dw_masked"], [out], name=f"{prefix}/mix"),
+            helper.make_node(
+                "Add",
+                [of_value("conv_masked"), of_value("dw_masked")],
+                [node.output[0]],
+                name=of_node("mix"),
+            ),
         ]
         mixed += 1
     del work.graph.node[:]

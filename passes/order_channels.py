@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from odimo.ir.errors import NotContiguousError
-from odimo.targets.plan import Policy, TargetPlan
 from odimo.passes.base import LayerCUs
 from odimo.targets.base import Role
+from odimo.targets.plan import Policy, TargetPlan
 
 
 @dataclass(frozen=True)

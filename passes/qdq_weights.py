@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from odimo.ir import names
 from odimo.ir.errors import NotQuantizedError
 from odimo.ir.graph import GraphIndex, drop_unused_initializers
 from odimo.passes.base import PassResult, own_name
@@ -54,17 +55,17 @@ def _dequantize(node: onnx.NodeProto, index: GraphIndex, step: np.ndarray, graph
     prefix = own_name(index, weight_name, node.name)
     graph.initializer.extend(
         [
-            numpy_helper.from_array(codes.astype(np.int8), f"{prefix}/q"),
-            numpy_helper.from_array(step, f"{prefix}/scale"),
-            numpy_helper.from_array(np.zeros(len(step), dtype=np.int8), f"{prefix}/zero_point"),
+            numpy_helper.from_array(codes.astype(np.int8), names.part(prefix, "q")),
+            numpy_helper.from_array(step, names.part(prefix, "scale")),
+            numpy_helper.from_array(np.zeros(len(step), dtype=np.int8), names.part(prefix, "zero_point")),
         ]
     )
-    dequantized = f"{prefix}/dequantized"
+    dequantized = names.part(prefix, "dequantized")
     node.input[1] = dequantized
     return helper.make_node(
         "DequantizeLinear",
-        [f"{prefix}/q", f"{prefix}/scale", f"{prefix}/zero_point"],
+        [names.part(prefix, "q"), names.part(prefix, "scale"), names.part(prefix, "zero_point")],
         [dequantized],
-        name=f"{node.name}/dequant",
+        name=names.dequant(node.name),
         axis=0,
     )

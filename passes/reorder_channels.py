@@ -15,8 +15,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from odimo.ir.coupling import Coupling, View, view_positions
-from odimo.ir.graph import GraphIndex, drop_unused_initializers
+from odimo.ir.coupling import Coupling, View, touches, view_positions
+from odimo.ir.graph import GraphIndex, drop_unused_initializers, put_initializer
 from odimo.passes.base import PassResult, own_name
 from odimo.passes.order_channels import ChannelOrder
 
@@ -40,11 +40,7 @@ def reorder_channels(model: onnx.ModelProto, coupling: Coupling, order: ChannelO
             array = np.take(array, positions, axis=axis)
         target = own_name(index, name, node_name)
         tensor = numpy_helper.from_array(np.ascontiguousarray(array), target)
-        if target in values:
-            values[target].CopyFrom(tensor)
-        else:
-            work.graph.initializer.append(tensor)
-            values[target] = work.graph.initializer[-1]
+        put_initializer(work.graph, values, tensor)
         node.input[input_index] = target
     drop_unused_initializers(work.graph)
     return PassResult(
@@ -54,16 +50,15 @@ def reorder_channels(model: onnx.ModelProto, coupling: Coupling, order: ChannelO
 
 def _collect_edits(coupling: Coupling, order: ChannelOrder, biased: set[str]) -> Edits:
     edits: Edits = defaultdict(list)
-    touched = lambda view: any(seg.space in order.perms for seg in view)  # noqa: E731
     for space, perm in order.perms.items():
         edits[(space, 1)].append((0, perm))  # a permuted space is always a Conv/Gemm output
         if space in biased:
             edits[(space, 2)].append((0, perm))
     for param in coupling.params:
-        if touched(param.view):
+        if touches(param.view, order.perms):
             edits[(param.node, param.input_index)].append((param.axis, _positions(param.view, order)))
     for sink in coupling.sinks:
-        if touched(sink.view):
+        if touches(sink.view, order.perms):
             edits[(sink.node, 1)].append((1, _positions(sink.view, order)))
     return edits
 

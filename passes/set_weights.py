@@ -13,8 +13,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from odimo.ir import names
 from odimo.ir.errors import UnknownInitializerError, UnknownLayerError, WeightShapeMismatchError
-from odimo.ir.graph import GraphIndex
+from odimo.ir.graph import GraphIndex, put_initializer
 from odimo.passes.base import PassResult
 
 
@@ -48,14 +49,10 @@ def set_weights(
         target = (
             current
             if current is not None and len(index.consumers.get(current, [])) == 1
-            else f"{node.name}/{'weight' if slot == 1 else 'bias'}"
+            else names.new_parameter(node.name, "weight" if slot == 1 else "bias")
         )
         tensor = numpy_helper.from_array(array, target)
-        if target in values:
-            values[target].CopyFrom(tensor)
-        else:
-            work.graph.initializer.append(tensor)
-            values[target] = work.graph.initializer[-1]
+        put_initializer(work.graph, values, tensor)
         while len(node.input) <= slot:
             node.input.append("")
         node.input[slot] = target

@@ -19,10 +19,11 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from odimo.ir.records import Substitute
+from odimo.ir import names
 from odimo.ir.graph import GraphIndex, drop_unused_initializers
-from odimo.targets.plan import TargetPlan
+from odimo.ir.records import Substitute
 from odimo.passes.base import LayerCUs, PassResult, cu_ranges, own_name
+from odimo.targets.plan import TargetPlan
 
 HOST = "host"
 
@@ -45,7 +46,7 @@ def split_layers(
         substitute = substitutes.get(node.name)
         if len(ranges) == 1 and (substitute is None or substitute.cu not in ranges):
             renamed = copy.deepcopy(node)
-            renamed.name = f"{node.name}/{next(iter(ranges))}"
+            renamed.name = names.sublayer(node.name, next(iter(ranges)))
             new_nodes.append(renamed)
             report["layers_renamed"] += 1
             continue
@@ -72,7 +73,9 @@ def _split(
     weight = index.array(node.input[1])
     weight_name = own_name(index, node.input[1], node.name)
     bias_name = (
-        own_name(index, node.input[2], node.name) if len(node.input) > 2 and node.input[2] else f"{node.name}/bias"
+        own_name(index, node.input[2], node.name)
+        if len(node.input) > 2 and node.input[2]
+        else names.new_parameter(node.name, "bias")
     )
     bias = (
         index.array(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(weight.shape[0], np.float32)
@@ -80,20 +83,23 @@ def _split(
     whole = len(ranges) == 1
     nodes, inits, parts = [], [], []
     for cu, (start, end) in ranges.items():
-        sub_out = output if whole else f"{output}/{cu}"
+        sub_out = output if whole else names.sublayer_output(output, cu)
         w, b = weight[start:end], bias[start:end]
         reads = node.input[0]
         if substitute is not None and cu == substitute.cu:
             w, b = substitute.weight[start:end], substitute.bias[start:end]
             if (start, end) != (0, weight.shape[0]):
-                reads = f"{node.input[0]}/{node.name}/{cu}/slice"
+                reads = names.sliced_input(node.input[0], node.name, cu)
                 nodes.append(_slice(node, cu, start, end, reads, inits))
         inits += [
-            numpy_helper.from_array(np.ascontiguousarray(w), f"{weight_name}/{cu}"),
-            numpy_helper.from_array(np.ascontiguousarray(b), f"{bias_name}/{cu}"),
+            numpy_helper.from_array(np.ascontiguousarray(w), names.part(weight_name, cu)),
+            numpy_helper.from_array(np.ascontiguousarray(b), names.part(bias_name, cu)),
         ]
         sub = helper.make_node(
-            node.op_type, [reads, f"{weight_name}/{cu}", f"{bias_name}/{cu}"], [sub_out], name=f"{node.name}/{cu}"
+            node.op_type,
+            [reads, names.part(weight_name, cu), names.part(bias_name, cu)],
+            [sub_out],
+            name=names.sublayer(node.name, cu),
         )
         sub.attribute.extend(copy.deepcopy(node.attribute))
         if substitute is not None and cu == substitute.cu:
@@ -101,18 +107,18 @@ def _split(
         nodes.append(sub)
         parts.append(sub_out)
     if not whole:
-        nodes.append(helper.make_node("Concat", parts, [output], name=f"{node.name}/concat", axis=1))
+        nodes.append(helper.make_node("Concat", parts, [output], name=names.concat(node.name), axis=1))
     return nodes, inits
 
 
 def _slice(
     node: onnx.NodeProto, cu: str, start: int, end: int, output: str, inits: list[onnx.TensorProto]
 ) -> onnx.NodeProto:
-    prefix = f"{node.name}/{cu}/slice"
+    prefix = names.input_slice(node.name, cu)
     for suffix, value in (("starts", start), ("ends", end), ("axes", 1)):
-        inits.append(numpy_helper.from_array(np.array([value], dtype=np.int64), f"{prefix}/{suffix}"))
+        inits.append(numpy_helper.from_array(np.array([value], dtype=np.int64), names.part(prefix, suffix)))
     return helper.make_node(
-        "Slice", [node.input[0], f"{prefix}/starts", f"{prefix}/ends", f"{prefix}/axes"], [output], name=prefix
+        "Slice", [node.input[0], *(names.part(prefix, s) for s in ("starts", "ends", "axes"))], [output], name=prefix
     )
 
 

@@ -4,53 +4,35 @@ Keeps the pipeline free of torch details and retrain free of graph work: the res
 discrete mapping, the trained weights and biases by node (fake-quantized where the target trains
 quantized), the trained constants, the substitutes, each row's quantization step, the activation
 quantizers and the accuracies; for the search graph, each searchable layer's state and the supernet's outputs on the
-probes it must reproduce. The driver writes them into graphs (compiler/trained_graphs.py).
+probes it must reproduce. The driver writes them into graphs (compiler/search_stage.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 import torch
 
-from odimo.ir.records import ImportedModel
-from odimo.targets.plan import TargetPlan
-from odimo.targets.quantize import QuantizedLayers
+from odimo.ir.assignment import Assignment
+from odimo.ir.records import ActQuant, ImportedModel, QuantizedLayers, Substitute, SupernetNode
 from odimo.ir.verify import DYNAMIC_BATCH_PROBE, probe_inputs
-from odimo.ir.records import ActQuant, SearchNode, Substitute
 from odimo.retrain.bridge import OnnxModule
 from odimo.retrain.data import Dataset, fit_to_model, load_dataset, split_train_val
+from odimo.retrain.settings import SearchSettings
 from odimo.retrain.supernet import Supernet
-from odimo.retrain.trainer import TrainConfig, evaluate, train
-from odimo.ir.assignment import Assignment
+from odimo.retrain.trainer import evaluate, train
+from odimo.targets.plan import TargetPlan
 
 
 @dataclass(frozen=True)
-class SearchSettings:
-    data: str = "fashion-mnist"
-    epochs: tuple[int, int, int] = (0, 1, 1)
-    lam: float = 0.0
-    objective: str = "latency"
-    seed: int = 0
-    device: str = "cpu"
-    batch_size: int = 128
-    limit_batches: int | None = None
-    checkpoint_dir: Path | None = None
-    resume: bool = False
-    progress: bool = True
-    save_search_graph: bool = False
-
-
-@dataclass(frozen=True)
-class SearchGraphCheck:
+class SupernetGraphCheck:
     """What the search graph must compute: the supernet's logits (eval mode, soft choices, no
     activation quantizers) on seeded probe images."""
 
-    nodes: dict[str, SearchNode]
+    nodes: dict[str, SupernetNode]
     probes: np.ndarray
     expected: np.ndarray
 
@@ -68,7 +50,7 @@ class Trained:
     phase_seconds: dict[str, float]
     history: list[dict[str, Any]]
     test_data: tuple[np.ndarray, np.ndarray]
-    search_graph: SearchGraphCheck | None = None
+    supernet_graph: SupernetGraphCheck | None = None
 
 
 def load_data(imported: ImportedModel, settings: SearchSettings) -> Dataset:
@@ -89,25 +71,12 @@ def search(
     device = torch.device(settings.device)
     float_accuracy = evaluate(OnnxModule(imported.model).to(device), dataset.x_test, dataset.y_test, 256, device)
     supernet = Supernet(imported.model, plan)
-    config = TrainConfig(
-        epochs=settings.epochs,
-        lam=settings.lam,
-        objective=settings.objective,
-        batch_size=settings.batch_size,
-        seed=settings.seed,
-        device=settings.device,
-        limit_batches=settings.limit_batches,
-        checkpoint_dir=settings.checkpoint_dir,
-        resume=settings.resume,
-        progress=settings.progress,
-        fixed_mapping=fixed_mapping,
-    )
-    result = train(supernet, split, config)
+    result = train(supernet, split, settings, fixed_mapping)
     final_accuracy = evaluate(supernet, dataset.x_test, dataset.y_test, 256, device)
     supernet.to("cpu").to(memory_format=torch.contiguous_format)
     weights, biases, substitutes, quantized = _trained_layers(supernet, result.mapping)
     act_quant = supernet.act_quantizers()
-    check = _search_graph_check(imported.model, supernet, settings.seed) if settings.save_search_graph else None
+    check = _supernet_graph_check(imported.model, supernet, settings.seed) if settings.save_supernet_graph else None
     return Trained(
         mapping=result.mapping,
         weights=weights,
@@ -120,7 +89,7 @@ def search(
         phase_seconds=result.phase_seconds,
         history=result.history,
         test_data=(dataset.x_test, dataset.y_test),
-        search_graph=check,
+        supernet_graph=check,
     )
 
 
@@ -136,13 +105,13 @@ def _trained_layers(
     return weights, biases, substitutes, quantized
 
 
-def _search_graph_check(model: onnx.ModelProto, supernet: Supernet, seed: int) -> SearchGraphCheck:
+def _supernet_graph_check(model: onnx.ModelProto, supernet: Supernet, seed: int) -> SupernetGraphCheck:
     """Each searchable layer's searched state, and the supernet's logits on the probes, in eval mode
     and without activation quantizers (onnx-io.md §4), batch by batch as onnxruntime will run them."""
-    nodes = supernet.search_nodes()  # before eval(): the state as the search left it
+    nodes = supernet.graph_nodes()  # before eval(): the state as the search left it
     probes = probe_inputs(model, seed)
     batches = [probes[k : k + DYNAMIC_BATCH_PROBE] for k in range(0, len(probes), DYNAMIC_BATCH_PROBE)]
     with supernet.unfixed(), supernet.act_quant_disabled(), torch.no_grad():
         supernet.eval()
         expected = np.concatenate([supernet(torch.from_numpy(batch)).numpy() for batch in batches])
-    return SearchGraphCheck(nodes, probes, expected)
+    return SupernetGraphCheck(nodes, probes, expected)

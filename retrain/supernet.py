@@ -1,4 +1,4 @@
-"""The searchable network: the bridged ONNX module with one search module per costed layer.
+"""The searchable network: the bridged ONNX module with one mixed layer per costed layer.
 
 It owns the three things training needs beyond the task loss: the differentiable cost of the
 current θ (target cost models, paper Eq. 3/4 with a smooth max), the discrete mapping (argmax or
@@ -16,14 +16,13 @@ import onnx
 import torch
 from torch import nn
 
+from odimo.ir.assignment import Assignment
 from odimo.ir.graph import GraphIndex, attr
-from odimo.ir.records import ActQuant, SearchNode, Substitute
+from odimo.ir.records import ActQuant, QuantizedLayers, Substitute, SupernetNode
 from odimo.retrain.bridge import LayerModule, OnnxModule, module_key
-from odimo.retrain.search_layers import BlendLayer, SearchLayer, SubstituteLayer
+from odimo.retrain.mixed_layers import BlendLayer, MixedLayer, SubstituteLayer
 from odimo.targets.base import ParamSet, Role, SearchKind
 from odimo.targets.plan import LayerPlan, Policy, TargetPlan
-from odimo.targets.quantize import QuantizedLayers
-from odimo.ir.assignment import Assignment
 
 INPUT_CLIP = 1.0  # [0, 1] images at the network input (method.md §6)
 HIDDEN_CLIP = 6.0
@@ -56,7 +55,7 @@ class Supernet(nn.Module):
         self.plan = plan
         self.spec = plan.target.search_spec
         self.net = OnnxModule(model)
-        self.search_names: list[str] = []
+        self.searchable: list[str] = []
         nonnegative = nonnegative_values(model)
         for layer in plan.layers:
             if not constrained and layer.policy is Policy.CONTIGUOUS and self.spec.kind is SearchKind.WEIGHT_BLEND:
@@ -66,31 +65,31 @@ class Supernet(nn.Module):
                 continue
             self.net.layers[module_key(layer.name)] = module
             if layer.support.role is Role.SEARCHABLE:
-                self.search_names.append(layer.name)
+                self.searchable.append(layer.name)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def search_module(self, name: str) -> SearchLayer:
+    def mixed(self, name: str) -> MixedLayer:
         return self.net.layer(name)
 
-    def search_layers(self) -> list[SearchLayer]:
-        """Every costed layer's search module (searchable and fixed), in graph order."""
-        return [m for m in self.net.layers.values() if isinstance(m, SearchLayer)]
+    def mixed_layers(self) -> list[MixedLayer]:
+        """Every costed layer's mixed layer (searchable and fixed), in graph order."""
+        return [m for m in self.net.layers.values() if isinstance(m, MixedLayer)]
 
     # --- parameter sets (the target's SearchSpec gives each its optimizer, method.md §4) -------
     def parameter_set(self, which: ParamSet) -> list[nn.Parameter]:
         if which is ParamSet.ARCHITECTURE:
-            return [p for name in self.search_names for p in self.search_module(name).search_parameters()]
+            return [p for name in self.searchable for p in self.mixed(name).architecture_parameters()]
         if which is ParamSet.QUANTIZERS:
-            return [p for m in self.search_layers() for p in m.quantizer_parameters()]
+            return [p for m in self.mixed_layers() for p in m.quantizer_parameters()]
         if which is ParamSet.SUBSTITUTES:
-            return [p for m in self.search_layers() for p in m.substitute_parameters()]
+            return [p for m in self.mixed_layers() for p in m.substitute_parameters()]
         special = {id(p) for s in (ParamSet.ARCHITECTURE, ParamSet.QUANTIZERS) for p in self.parameter_set(s)}
         added = {id(p) for p in self.parameter_set(ParamSet.SUBSTITUTES)}
         return [p for p in self.parameters() if id(p) not in special and id(p) not in added]
 
-    def search_parameters(self) -> list[nn.Parameter]:
+    def architecture_parameters(self) -> list[nn.Parameter]:
         return self.parameter_set(ParamSet.ARCHITECTURE)
 
     def quantizer_parameters(self) -> list[nn.Parameter]:
@@ -98,7 +97,7 @@ class Supernet(nn.Module):
 
     def weight_parameters(self) -> list[nn.Parameter]:
         """Everything but θ/α and quantizer parameters: the network's and the substitutes' weights."""
-        special = {id(p) for p in (*self.search_parameters(), *self.quantizer_parameters())}
+        special = {id(p) for p in (*self.architecture_parameters(), *self.quantizer_parameters())}
         return [p for p in self.parameters() if id(p) not in special]
 
     # --- cost --------------------------------------------------------------------------------
@@ -106,34 +105,32 @@ class Supernet(nn.Module):
         """Σ over searchable layers of Eq. 3 (latency) or Eq. 4 (energy); fixed layers are constant."""
         target = self.plan.target
         total = torch.zeros((), device=next(self.parameters()).device)
-        for name in self.search_names:
+        for name in self.searchable:
             geometry = self.plan.layer(name).layer.geometry
-            counts = self.search_module(name).expected_counts()
+            counts = self.mixed(name).expected_counts()
             fn = target.layer_latency_torch if objective == "latency" else target.layer_energy_torch
             total = total + fn(geometry, counts, tau)
         return total
 
     # --- discretization ----------------------------------------------------------------------
     def mapping(self) -> Assignment:
-        return Assignment(
-            self.plan.target.name, {name: self.search_module(name).assignment() for name in self.search_names}
-        )
+        return Assignment(self.plan.target.name, {name: self.mixed(name).assignment() for name in self.searchable})
 
     def fix_mapping(self, mapping: Assignment) -> None:
-        for name in self.search_names:
-            self.search_module(name).fix_assignment(mapping.layers[name])
+        for name in self.searchable:
+            self.mixed(name).fix_assignment(mapping.layers[name])
 
     def set_temperature(self, value: float) -> None:
-        for name in self.search_names:
-            self.search_module(name).set_temperature(value)
+        for name in self.searchable:
+            self.mixed(name).set_temperature(value)
 
     def draw_warmup(self, generator: torch.Generator) -> None:
-        for name in self.search_names:
-            self.search_module(name).draw_warmup(generator)
+        for name in self.searchable:
+            self.mixed(name).draw_warmup(generator)
 
     def end_warmup(self) -> None:
-        for name in self.search_names:
-            self.search_module(name).end_warmup()
+        for name in self.searchable:
+            self.mixed(name).end_warmup()
 
     # --- what the emission writes back ---------------------------------------------------------
     def trained_constants(self) -> dict[str, np.ndarray]:
@@ -149,7 +146,7 @@ class Supernet(nn.Module):
         each row's step."""
         weights, biases, steps = {}, {}, {}
         with torch.no_grad():
-            for module in self.search_layers():
+            for module in self.mixed_layers():
                 if not isinstance(module, BlendLayer):
                     continue
                 name = module.layer.node_name
@@ -172,7 +169,7 @@ class Supernet(nn.Module):
     @contextlib.contextmanager
     def act_quant_disabled(self) -> Iterator[None]:
         """The supernet without its activation quantizers (what the search graph computes)."""
-        acts = [a for m in self.search_layers() if (a := m.activation_quantizer()) is not None]
+        acts = [a for m in self.mixed_layers() if (a := m.activation_quantizer()) is not None]
         try:
             for act in acts:
                 act.enabled = False
@@ -181,19 +178,19 @@ class Supernet(nn.Module):
             for act in acts:
                 act.enabled = True
 
-    def search_nodes(self) -> dict[str, SearchNode]:
-        """Each searchable layer's state for the search graph (passes/search_graph.py), as searched:
+    def graph_nodes(self) -> dict[str, SupernetNode]:
+        """Each searchable layer's state for the search graph (passes/supernet_graph.py), as searched:
         θ/α as trained, not the one-hot of the final phase."""
         with self.unfixed(), torch.no_grad():
             return {
-                name: self.search_module(name).search_node(self.spec.graph_function, _group_metadata(self.plan, name))
-                for name in self.search_names
+                name: self.mixed(name).graph_node(self.spec.graph_function, _group_metadata(self.plan, name))
+                for name in self.searchable
             }
 
     @contextlib.contextmanager
     def unfixed(self) -> Iterator[None]:
         """Temporarily the search state: θ/α as learned, not the one-hot of the final phase."""
-        modules = [self.search_module(name) for name in self.search_names]
+        modules = [self.mixed(name) for name in self.searchable]
         saved = [m.fixed for m in modules]
         try:
             for m in modules:
@@ -208,7 +205,7 @@ class Supernet(nn.Module):
         weights, biases, substitutes = {}, {}, {}
         with torch.no_grad():
             for module in self.net.layers.values():
-                searched = isinstance(module, SearchLayer)
+                searched = isinstance(module, MixedLayer)
                 trained = module.float_weights() if searched else (module.weight, module.bias)
                 if trained is None:
                     continue  # trained quantized: see quantized_layers
@@ -224,8 +221,8 @@ class Supernet(nn.Module):
 
 def _search_layer(
     layer_module: LayerModule, layer: LayerPlan, plan: TargetPlan, model: onnx.ModelProto, nonnegative: set[str]
-) -> SearchLayer | None:
-    """The search layer the target's search kind gives `layer`, or None to keep the float layer.
+) -> MixedLayer | None:
+    """The mixed layer the target's search kind gives `layer`, or None to keep the float layer.
 
     A blend target trains every costed layer quantized (fixed ones in their CU's format); a
     substitute target trains float, so only its searchable layers get a module.

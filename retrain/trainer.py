@@ -21,30 +21,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from odimo.ir.assignment import Assignment
 from odimo.ir.errors import BadCheckpointError, NonFiniteLossError
 from odimo.retrain.augment import augment
 from odimo.retrain.data import TrainValSplit
 from odimo.retrain.optimizers import PHASES, Stepper, build_optimizers
+from odimo.retrain.settings import SearchSettings
 from odimo.retrain.supernet import Supernet
-from odimo.ir.assignment import Assignment
 
 TEMPERATURE_DECAY = 0.045  # T <- T·exp(-0.045) after every search epoch (method.md §1.1)
 CROP_PAD = 4  # augmentation: random crop with 4 pixels of padding, horizontal flip
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: tuple[int, int, int] = (0, 1, 1)
-    lam: float = 0.0
-    objective: str = "latency"
-    batch_size: int = 128
-    seed: int = 0
-    device: str = "cpu"
-    limit_batches: int | None = None
-    checkpoint_dir: Path | None = None
-    resume: bool = False
-    progress: bool = True
-    fixed_mapping: Assignment | None = None  # a baseline: skip the search, fine-tune this mapping
 
 
 @dataclass
@@ -68,18 +54,23 @@ class TrainResult:
     phase_seconds: dict[str, float]
 
 
-def train(supernet: Supernet, data: TrainValSplit, config: TrainConfig) -> TrainResult:
-    """Run the phases the config asks for; returns the discrete mapping the final phase used."""
+def train(
+    supernet: Supernet, data: TrainValSplit, config: SearchSettings, fixed_mapping: Assignment | None = None
+) -> TrainResult:
+    """Run the phases `config` asks for (only the final one to fine-tune a `fixed_mapping`); returns
+    the discrete mapping the final phase used."""
     # Tiny gradients turn denormal late in an epoch and CPU convs slow down ~7x: flush them while
     # training, and give the process its IEEE behaviour back afterwards.
     torch.set_flush_denormal(True)
     try:
-        return _train(supernet, data, config)
+        return _train(supernet, data, config, fixed_mapping)
     finally:
         torch.set_flush_denormal(False)
 
 
-def _train(supernet: Supernet, data: TrainValSplit, config: TrainConfig) -> TrainResult:
+def _train(
+    supernet: Supernet, data: TrainValSplit, config: SearchSettings, fixed_mapping: Assignment | None
+) -> TrainResult:
     device = torch.device(config.device)
     supernet.to(device)
     if device.type == "cpu":
@@ -89,10 +80,10 @@ def _train(supernet: Supernet, data: TrainValSplit, config: TrainConfig) -> Trai
     checkpoint = config.checkpoint_dir / "last.pt" if config.checkpoint_dir else None
     if config.resume and checkpoint is not None and checkpoint.exists():
         state = _load_checkpoint(checkpoint, supernet, optimizers)
-    elif config.fixed_mapping is not None:
-        state.mapping = dict(config.fixed_mapping.layers)
+    elif fixed_mapping is not None:
+        state.mapping = dict(fixed_mapping.layers)
     warmup, search, final = config.epochs
-    if config.fixed_mapping is not None:
+    if fixed_mapping is not None:
         warmup = search = 0
     plan = [("warmup", warmup), ("search", search), ("final", final)]
     for phase, count in plan:
@@ -135,7 +126,7 @@ def evaluate(
 def _run_epoch(
     supernet: Supernet,
     data: TrainValSplit,
-    config: TrainConfig,
+    config: SearchSettings,
     optimizer: Stepper,
     phase: str,
     state: TrainState,
@@ -160,7 +151,7 @@ def _run_epoch(
         task = F.cross_entropy(logits, yb)
         cost = (
             supernet.cost(config.objective)
-            if phase == "search" and supernet.search_names
+            if phase == "search" and supernet.searchable
             else torch.zeros((), device=device)
         )
         loss = task + lam * cost
@@ -222,7 +213,7 @@ def _split_summary(cus: tuple[str, ...]) -> dict[str, int]:
     return {cu: cus.count(cu) for cu in dict.fromkeys(cus)}
 
 
-def _lambda_for(supernet: Supernet, config: TrainConfig, phase: str, state: TrainState) -> float:
+def _lambda_for(supernet: Supernet, config: SearchSettings, phase: str, state: TrainState) -> float:
     """λ of this epoch: 0 outside the search, else the target's schedule (full, or a linear ramp)."""
     if phase != "search":
         return 0.0

@@ -14,11 +14,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from odimo.ir.assignment import Assignment
 from odimo.ir.errors import BadTargetError
 from odimo.ir.geometry import LayerGeometry
 from odimo.targets.base import Role, Target
 from odimo.targets.costing import CostTable, cost_table
-from odimo.ir.assignment import Assignment
 
 
 class Objective(enum.Enum):

@@ -9,9 +9,9 @@ from __future__ import annotations
 import collections.abc as cabc
 from dataclasses import dataclass
 
+from odimo.ir.assignment import Assignment
 from odimo.ir.geometry import LayerGeometry
 from odimo.targets.base import Role, Target
-from odimo.ir.assignment import Assignment
 from odimo.targets.mapping import validate_mapping
 
 

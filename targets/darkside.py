@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 from odimo.ir.geometry import LayerGeometry, LayerKind
 from odimo.targets.arith import Arith, Number, ceil_div
-from odimo.targets.quantization import WeightFormat
 from odimo.targets.base import (
     CU,
     LambdaRamp,
@@ -27,6 +26,7 @@ from odimo.targets.base import (
 )
 from odimo.targets.baselines import AllOn, BaselineCost, MinCost, Objective
 from odimo.targets.costing import CostTable, LayerCost, layer_cost, tabulate
+from odimo.targets.quantization import WeightFormat
 
 _SEARCH_SPACE = "a 3x3, groups 1, c_in == c_out, dilation 1, stride <= 2 conv"
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from odimo.ir.geometry import LayerGeometry, LayerKind
 from odimo.targets.arith import Arith, Number, ceil_div
-from odimo.targets.quantization import WeightFormat
 from odimo.targets.base import (
     CU,
     LayerSupport,
@@ -21,6 +20,7 @@ from odimo.targets.base import (
     register_target,
 )
 from odimo.targets.baselines import AllOn, IoOn, MinCost, Objective
+from odimo.targets.quantization import WeightFormat
 
 # One analog step is 70 ns at 260 MHz: 70e-9 · 260e6 = 18.2 = 91/5 cycles.
 _ANALOG_STEP_NUM, _ANALOG_STEP_DEN = 91, 5

@@ -8,43 +8,16 @@ channel), so a channel's numbers do not depend on where its neighbours went.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 
-from odimo.ir.graph import GraphIndex
-from odimo.targets.plan import TargetPlan
-from odimo.ir.records import Substitute
-from odimo.targets.base import Role
 from odimo.ir.assignment import Assignment
+from odimo.ir.graph import GraphIndex
+from odimo.ir.records import QuantizedLayers, Substitute
+from odimo.targets.base import Role
+from odimo.targets.plan import TargetPlan
 from odimo.targets.quantization import quantize
-
-
-@dataclass(frozen=True)
-class QuantizedLayers:
-    """Dequantized weights to write back, and each channel's step (original channel order)."""
-
-    weights: dict[str, np.ndarray]
-    steps: dict[str, np.ndarray]
-    substitutes: dict[str, Substitute]
-    substitute_steps: dict[str, np.ndarray]
-    biases: dict[str, np.ndarray] = field(default_factory=dict)  # fake-quantized, when trained
-
-    def sublayer_steps(self, mapping: Assignment) -> dict[str, np.ndarray]:
-        """Step vector of every emitted node `L/<cu>`, rows in stored (ascending channel) order."""
-        result = {}
-        for layer, steps in self.steps.items():
-            cus = mapping.layers[layer]
-            for cu in dict.fromkeys(cus):
-                channels = [c for c, owner in enumerate(cus) if owner == cu]
-                source = (
-                    self.substitute_steps[layer]
-                    if self.substitutes.get(layer) and self.substitutes[layer].cu == cu
-                    else steps
-                )
-                result[f"{layer}/{cu}"] = source[channels]
-        return result
 
 
 def quantize_layers(

@@ -13,13 +13,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import builders
 import numpy as np
 import onnx
 import pytest
+from builders import GraphBuilder, append_node, make_model, tensor_info
 from onnx import TensorProto, helper, numpy_helper
 
-import builders
-from builders import GraphBuilder, append_node, make_model, tensor_info
 from odimo.compiler import cli
 from odimo.compiler.importer import MAX_OPSET, MIN_OPSET
 

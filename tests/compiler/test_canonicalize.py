@@ -7,13 +7,13 @@ batch is symbolic, and must stay usable at any size).
 
 from __future__ import annotations
 
+import builders
 import numpy as np
 import onnx
 import pytest
+from builders import GraphBuilder, append_node, make_model, tensor_info
 from onnx import helper, numpy_helper
 
-import builders
-from builders import GraphBuilder, append_node, make_model, tensor_info
 from odimo.compiler.canonicalize import canonicalize
 from odimo.ir.graph import attr, value_shape
 from odimo.ir.verify import session

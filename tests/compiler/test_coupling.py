@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import builders
 import numpy as np
 import pytest
 
-import builders
-from odimo.ir.analysis import analyse
 from odimo.compiler.canonicalize import canonicalize
+from odimo.ir.analysis import analyse
 from odimo.ir.coupling import Segment, view_positions
 
 

@@ -6,18 +6,18 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import builders
 import numpy as np
 import onnx
 import pytest
 from onnx import helper
 from onnx.external_data_helper import uses_external_data
 
-import builders
 from odimo.compiler.canonicalize import restore_signature
-from odimo.ir.errors import ModelImportError
 from odimo.compiler.importer import load_model
-from odimo.ir.records import ImportedModel
+from odimo.ir.errors import ModelImportError
 from odimo.ir.graph import value_shape
+from odimo.ir.records import ImportedModel
 from odimo.ir.verify import session
 
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import builders
 import onnx
 import pytest
-
-import builders
 from builders import GraphBuilder
+
 from odimo.compiler.cli import compile_main
 
 SCHEMA = "odimo.mapping/1"

@@ -7,16 +7,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import builders
 import numpy as np
 import onnx
 import pytest
+from builders import GraphBuilder, append_node, make_model, tensor_info
 from onnx import TensorProto, helper
 
-import builders
-from builders import GraphBuilder, append_node, make_model, tensor_info
+from odimo.compiler.importer import load_model
 from odimo.ir import coupling
 from odimo.ir.errors import ModelImportError, UnsupportedOpError
-from odimo.compiler.importer import load_model
 from odimo.retrain import bridge
 
 X_INFO = tensor_info("x", ["batch", 3, 8, 8])

@@ -9,17 +9,17 @@ import hashlib
 import json
 from pathlib import Path
 
+import builders
 import onnx
 import pytest
 
-import builders
 from odimo.compiler import pipeline
 from odimo.compiler.cli import compile_main
 from odimo.compiler.pipeline import CompileOptions
-from odimo.ir.verify import Comparison
+from odimo.ir.assignment import Assignment
+from odimo.ir.errors import ReferenceMismatchError
 from odimo.targets import get_target
 from odimo.targets.baselines import MappingRecipe
-from odimo.ir.assignment import Assignment
 from odimo.targets.mapping import load_mapping
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -80,7 +80,7 @@ def test_every_baseline_writes_model_report_mapping_and_plot(tmp_path: Path, tar
     for path in (out, tmp_path / "out.float.onnx") if qdq else (out,):
         onnx.checker.check_model(str(path), full_check=True)
     report = json.loads((tmp_path / "out.report.json").read_text())
-    assert report == json.loads(json.dumps(result.report)) and report["mapping"] == baseline
+    assert report == json.loads(result.report.to_json()) and report["mapping"] == baseline
     assert [b["name"] for b in report["baselines"]] == [b.name for b in get_target(target).baselines]
     written = load_mapping(tmp_path / "out.mapping.json")
     assert written == result.mapping
@@ -146,10 +146,10 @@ def test_every_node_is_annotated_and_the_report_is_embedded(tmp_path: Path, targ
     model = onnx.load(str(out))
     nodes = {n.name: props(n.metadata_props) for n in model.graph.node}
     assert all("odimo.cu" in p for p in nodes.values())
-    for row in result.report["layers"]:
-        for sub, cu in zip(row["sublayers"], row["channels"]):
-            assert nodes[sub]["odimo.cu"] == cu and nodes[sub]["odimo.source_node"] == row["name"]
-            assert expand(nodes[sub]["odimo.channels"]) == row["channels"][cu]
+    for row in result.report.summary.layers:
+        for sub, cu in zip(row.sublayers, row.channels):
+            assert nodes[sub]["odimo.cu"] == cu and nodes[sub]["odimo.source_node"] == row.name
+            assert expand(nodes[sub]["odimo.channels"]) == row.channels[cu]
     if target == "diana":
         assert (
             nodes["conv1/digital"]["odimo.channels"] == "1,3,5,7"
@@ -163,10 +163,8 @@ def test_every_node_is_annotated_and_the_report_is_embedded(tmp_path: Path, targ
         assert nodes["conv1/dwe/slice"]["odimo.role"] == "input-slice" and nodes["conv1/dwe"]["odimo.channels"] == "5-7"
         assert nodes["conv2/dwe"]["odimo.op"] == "Conv(depthwise substitute)"
     embedded = json.loads(props(model.metadata_props)["odimo.report"])
-    assert embedded == {
-        k: json.loads(json.dumps(result.report[k]))
-        for k in ("target", "objective", "lambda", "totals", "layers", "baselines")
-    }
+    written = json.loads(result.report.to_json())
+    assert embedded == {k: written[k] for k in ("target", "objective", "lambda", "totals", "layers", "baselines")}
     meta = props(model.metadata_props)
     assert meta["odimo.target"] == target and meta["odimo.source.sha256"] == sha256(source)
     assert model.doc_string.startswith(f"{target.upper()}, latency, given mapping: ")
@@ -178,7 +176,7 @@ def test_fixed_and_host_layers_are_reported_and_emitted_whole(tmp_path: Path) ->
     result = pipeline.compile(
         source, CompileOptions(target="diana", mapping="all-ternary", output=tmp_path / "out.onnx")
     )
-    rows = {row["name"]: row for row in result.report["layers"]}
+    rows = {row["name"]: row for row in result.report.to_dict()["layers"]}
     assert [rows[n]["class"] for n in ("pw1", "dw", "pw2", "grouped", "fc")] == [
         "searchable",
         "fixed",
@@ -284,16 +282,16 @@ def test_failed_verification_exits_3_and_writes_nothing(
     out.write_bytes(b"an older output")
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     calls, seen_staging = [], []
-    real_compare = pipeline.compare
+    real = pipeline.require_equivalent
 
-    def compare(reference, candidate, probes):
+    def require_equivalent(reference, candidate, probes, what, candidate_batch=None):
         calls.append(1)
         if len(calls) == fail_at:
             seen_staging.append(any(tmp_path.glob(".odimo-staging-*")))
-            return Comparison(max_abs_diff=1.0, bound=1e-5, top1_agreement=0.0)
-        return real_compare(reference, candidate, probes)
+            raise ReferenceMismatchError(f"{what} changed the network function: max |y - y_ref| = 1 > 1e-05")
+        return real(reference, candidate, probes, what, candidate_batch)
 
-    monkeypatch.setattr(pipeline, "compare", compare)
+    monkeypatch.setattr(pipeline, "require_equivalent", require_equivalent)
     assert cli(source, "--target", "diana", "--mapping", "io-8bit", "-o", out) == 3
     err = capsys.readouterr().err
     assert err.startswith("odimo-compile: error E900 verification-failed: ") and err.count("error E") == 1
@@ -304,7 +302,7 @@ def test_failed_verification_exits_3_and_writes_nothing(
 def test_a_crash_inside_a_stage_is_an_internal_error_naming_it_and_those_before(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """An unexpected exception in 'verify' (here: the cost table) is E900 internal-error, exit 3."""
+    """An unexpected exception in 'discretise' (here: the cost table) is E900 internal-error, exit 3."""
     source = saved(tmp_path)
     before = {p.name for p in tmp_path.iterdir()}
 
@@ -315,7 +313,7 @@ def test_a_crash_inside_a_stage_is_an_internal_error_naming_it_and_those_before(
     assert cli(source, "--target", "diana", "--mapping", "io-8bit", "-o", tmp_path / "out.onnx") == 3
     err = capsys.readouterr().err
     assert err.startswith(
-        "odimo-compile: error E900 internal-error: stage 'verify' failed (after import, analyse, search, transform): "
+        "odimo-compile: error E900 internal-error: stage 'discretise' failed (after import, analyse, search): "
         "RuntimeError: boom"
     )
     assert {p.name for p in tmp_path.iterdir()} == before

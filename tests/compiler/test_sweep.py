@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import builders
 import pytest
 
-import builders
 from odimo.compiler.cli import sweep_main
 
 pytestmark = [pytest.mark.xdist_group("sweep"), pytest.mark.slow]  # one worker runs the sweep, once

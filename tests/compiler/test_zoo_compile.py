@@ -18,12 +18,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-
-from odimo.compiler import pipeline
-from odimo.compiler.cli import compile_main
 from zoo.export import EXPORTERS, FIXED_BATCHES
 from zoo.families import FAMILIES, INPUT_SHAPE, NUM_CLASSES
 from zoo.fixtures import ZooModel
+
+from odimo.compiler import pipeline
+from odimo.compiler.cli import compile_main
 
 FORMS = [(exporter, batch) for exporter in EXPORTERS for batch in (None, *FIXED_BATCHES)]
 TARGETS = ("diana", "darkside")

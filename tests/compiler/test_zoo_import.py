@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-
-from odimo.compiler.importer import load_model
-from odimo.targets.plan import Policy, plan_for_target
-from odimo.targets import get_target
 from zoo.export import DYNAMO_XFAIL
 from zoo.families import FAMILIES
+
+from odimo.compiler.importer import load_model
+from odimo.targets import get_target
+from odimo.targets.plan import Policy, plan_for_target
 
 CASES = [
     (family, exporter)

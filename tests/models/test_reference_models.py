@@ -10,6 +10,7 @@ import onnx
 import pytest
 import torch
 from torch import nn
+from torch_helpers import randomize_batchnorm
 
 from odimo.models.export import (
     BATCH_DIM,
@@ -20,7 +21,6 @@ from odimo.models.export import (
     max_abs_diff,
 )
 from odimo.models.zoo import MODELS, build
-from torch_helpers import randomize_batchnorm
 
 INPUT_SHAPE = (3, 32, 32)
 

@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import builders
 import pytest
 
-import builders
 from odimo.compiler import pipeline
 from odimo.compiler.pipeline import CompileOptions
 

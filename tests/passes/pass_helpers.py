@@ -9,18 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping as AnyMapping
 
+import builders
 import numpy as np
 import onnx
+from builders import GraphBuilder
 from onnx import numpy_helper
 
-import builders
-from builders import GraphBuilder
 from odimo.compiler.canonicalize import canonicalize
-from odimo.targets.plan import Policy, TargetPlan, plan_for_target
+from odimo.ir.assignment import Assignment
 from odimo.ir.verify import probe_inputs, run, session
 from odimo.targets import get_target
-from odimo.ir.assignment import Assignment
 from odimo.targets.mapping import validate_mapping
+from odimo.targets.plan import Policy, TargetPlan, plan_for_target
 
 # STYLE.md §8: float32 before/after tolerance of a pass that claims to keep the function.
 RTOL, ATOL = 1e-5, 1e-6

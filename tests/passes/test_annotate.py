@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import builders
 import onnx
 import pytest
+from pass_helpers import assert_same_outputs, canonical, node, run_pure
 
-import builders
 from odimo.ir.verify import session
 from odimo.passes.annotate import NodeNote, annotate
-from pass_helpers import run_pure, assert_same_outputs, canonical, node
 
 NOTES = {
     "conv2": NodeNote(

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pass_helpers import assert_same_outputs, canonical, check, darkside_chain, initializer, plan_of, prefix
 
+from odimo.ir.records import Substitute
 from odimo.passes.mix_substitutes import diagonal_substitutes, mix_substitutes
 from odimo.passes.set_weights import set_weights
-from odimo.ir.records import Substitute
-from pass_helpers import assert_same_outputs, canonical, check, darkside_chain, initializer, plan_of, prefix
 
 LAYERS = ("c1", "c2")
 

@@ -6,13 +6,9 @@ the permutations themselves and the contiguous-group precondition.
 
 from __future__ import annotations
 
+import builders
 import numpy as np
 import pytest
-
-import builders
-from odimo.ir.errors import PassError
-from odimo.passes.order_channels import order_channels
-from odimo.passes.reorder_channels import reorder_channels
 from pass_helpers import (
     assert_same_outputs,
     canonical,
@@ -23,6 +19,10 @@ from pass_helpers import (
     plan_of,
     prefix,
 )
+
+from odimo.ir.errors import PassError
+from odimo.passes.order_channels import order_channels
+from odimo.passes.reorder_channels import reorder_channels
 
 ALTERNATING = ("analog", "digital") * 4  # stable CU sort: digital 1,3,5,7 then analog 0,2,4,6
 SORTED = np.array([1, 3, 5, 7, 0, 2, 4, 6])

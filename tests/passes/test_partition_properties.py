@@ -11,18 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import builders
 import numpy as np
 import onnx
 import pytest
 import torch
+from pass_helpers import canonical, darkside_chain, host_branch_add, plan_of, random_mapping, tied_branches
 
-import builders
 from odimo.compiler.importer import load_model
-from odimo.compiler.pipeline import emit_graphs, initial_substitutes, transform
+from odimo.compiler.partition import partition
+from odimo.compiler.search_stage import initial_substitutes
 from odimo.ir.verify import compare, probe_inputs
 from odimo.models.export import export_onnx
 from odimo.models.zoo import build
-from pass_helpers import canonical, darkside_chain, host_branch_add, plan_of, random_mapping, tied_branches
 
 try:
     from zoo.families import FAMILIES
@@ -64,15 +65,13 @@ def check_random_mappings(model: onnx.ModelProto, target: str, examples: int, pr
     for k in range(examples if plan.searchable else 1):
         mapping = random_mapping(plan, rng)
         substitutes = initial_substitutes(model, plan, mapping)
-        transformed = transform(model, plan, mapping, substitutes)
+        transformed = partition(model, plan, mapping, "float", substitutes)
         assert substitutes or transformed.reference is model  # DIANA: the reference is the input
-        emitted = emit_graphs(model, plan, mapping, "qdq", substitutes)
+        emitted = partition(model, plan, mapping, "qdq", substitutes)
         checks = {
             "float partition vs reference": compare(transformed.reference, transformed.partitioned, probes),
-            "fake-quantized partition vs its reference": compare(
-                emitted.transformed.reference, emitted.transformed.partitioned, probes
-            ),
-            "QDQ vs its float partition": compare(emitted.transformed.partitioned, emitted.main, probes),
+            "fake-quantized partition vs its reference": compare(emitted.reference, emitted.partitioned, probes),
+            "QDQ vs its float partition": compare(emitted.partitioned, emitted.qdq, probes),
         }
         failed = {what: c for what, c in checks.items() if not c.passed}
         assert not failed, f"example {k}: {failed}\n{mapping.to_json()}"

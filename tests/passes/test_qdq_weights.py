@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
+import builders
 import numpy as np
 import pytest
-
-import builders
-from odimo.ir.errors import PassError
-from odimo.compiler.pipeline import emit_graphs, initial_substitutes
-from odimo.passes.qdq_weights import qdq_weights
-from odimo.passes.set_weights import set_weights
-from odimo.targets.quantization import WeightFormat, quantize
 from pass_helpers import (
-    run_pure,
     assert_same_outputs,
     canonical,
     check,
@@ -22,7 +15,15 @@ from pass_helpers import (
     node,
     plan_of,
     prefix,
+    run_pure,
 )
+
+from odimo.compiler.partition import partition
+from odimo.compiler.search_stage import initial_substitutes
+from odimo.ir.errors import PassError
+from odimo.passes.qdq_weights import qdq_weights
+from odimo.passes.set_weights import set_weights
+from odimo.targets.quantization import WeightFormat, quantize
 
 LAYERS = ("conv1", "conv2", "fc")
 
@@ -98,17 +99,17 @@ def test_partitioned_model_gets_one_dequantize_per_sublayer(target: str, layers,
     model = canonical(builders.conv_bn_relu() if target == "diana" else darkside_chain())
     plan = plan_of(model, target)
     mapping = mapping_of(plan, layers)
-    emitted = emit_graphs(model, plan, mapping, "qdq", initial_substitutes(model, plan, mapping))
-    check(emitted.main)
-    assert_same_outputs(emitted.transformed.partitioned, emitted.main)
-    assert sorted(n.name for n in emitted.main.graph.node if n.op_type == "DequantizeLinear") == sorted(
+    emitted = partition(model, plan, mapping, "qdq", initial_substitutes(model, plan, mapping))
+    check(emitted.qdq)
+    assert_same_outputs(emitted.partitioned, emitted.qdq)
+    assert sorted(n.name for n in emitted.qdq.graph.node if n.op_type == "DequantizeLinear") == sorted(
         f"{s}/dequant" for s in sublayers
     )
     for sub in sublayers:
-        weight = node(emitted.main, sub).input[1]
+        weight = node(emitted.qdq, sub).input[1]
         assert (
             weight.endswith("/dequantized")
-            and initializer(emitted.main, weight.replace("/dequantized", "/q")).dtype == np.int8
+            and initializer(emitted.qdq, weight.replace("/dequantized", "/q")).dtype == np.int8
         )
 
 

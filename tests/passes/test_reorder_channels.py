@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
+import builders
 import numpy as np
 import pytest
-
-import builders
-from odimo.passes.order_channels import ChannelOrder, order_channels
-from odimo.passes.reorder_channels import reorder_channels
 from pass_helpers import (
     assert_same_outputs,
     canonical,
@@ -19,6 +16,9 @@ from pass_helpers import (
     prefix,
     tied_branches,
 )
+
+from odimo.passes.order_channels import ChannelOrder, order_channels
+from odimo.passes.reorder_channels import reorder_channels
 
 ALTERNATING = ("analog", "digital") * 4
 P = np.array([1, 3, 5, 7, 0, 2, 4, 6])  # the stable CU sort of ALTERNATING

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import builders
 import numpy as np
 import pytest
+from pass_helpers import ATOL, RTOL, assert_same_outputs, canonical, initializer, node, outputs, run_pure, tied_branches
 
-import builders
 from odimo.ir.errors import PassError
 from odimo.passes.set_weights import set_weights
-from pass_helpers import run_pure, ATOL, RTOL, assert_same_outputs, canonical, initializer, node, outputs, tied_branches
 
 
 def write(model, weights, biases=None, constants=None):

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 import builders
+import numpy as np
 from builders import GraphBuilder
-from odimo.passes.mix_substitutes import diagonal_substitutes, mix_substitutes
-from odimo.passes.order_channels import order_channels
-from odimo.passes.reorder_channels import reorder_channels
-from odimo.passes.split_layers import split_layers
-from odimo.ir.records import Substitute
 from pass_helpers import (
     assert_same_outputs,
     canonical,
@@ -23,6 +17,12 @@ from pass_helpers import (
     prefix,
     tied_branches,
 )
+
+from odimo.ir.records import Substitute
+from odimo.passes.mix_substitutes import diagonal_substitutes, mix_substitutes
+from odimo.passes.order_channels import order_channels
+from odimo.passes.reorder_channels import reorder_channels
+from odimo.passes.split_layers import split_layers
 
 
 def split(model, plan, layers, substitutes=None):

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from odimo.compiler.importer import load_model
-
 from odimo.ir.records import ImportedModel
 
 Importer = Callable[[onnx.ModelProto, str], ImportedModel]

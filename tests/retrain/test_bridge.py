@@ -16,20 +16,20 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
+from builders import SMALL_GRAPHS, GraphBuilder, append_node, tensor_info
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
+from torch_helpers import randomize_batchnorm
+from zoo.export import EXPORTERS
+from zoo.families import FAMILIES
+from zoo.fixtures import ZooModel
 
-from builders import SMALL_GRAPHS, GraphBuilder, append_node, tensor_info
 from odimo.ir.records import ImportedModel
 from odimo.ir.verify import session
 from odimo.models.export import export_onnx
 from odimo.models.zoo import MODELS, build
 from odimo.passes.set_weights import set_weights
 from odimo.retrain.bridge import LayerModule, OnnxModule
-from torch_helpers import randomize_batchnorm
-from zoo.export import EXPORTERS
-from zoo.families import FAMILIES
-from zoo.fixtures import ZooModel
 
 MAX_ABS_DIFF = 1e-5
 Importer = Callable[[onnx.ModelProto, str], ImportedModel]  # the `imported` fixture (conftest.py)

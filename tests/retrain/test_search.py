@@ -21,24 +21,24 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from builders import GraphBuilder, conv_bn_relu, residual_add
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from builders import GraphBuilder, conv_bn_relu, residual_add
-from odimo.targets.quantization import FLOOR_GUARD
 from odimo.ir.errors import TrainingError
 from odimo.ir.records import ImportedModel
-from odimo.targets.plan import Policy, TargetPlan, plan_for_target
 from odimo.retrain import trainer
 from odimo.retrain.data import TrainValSplit
-from odimo.retrain.quantizers import Int8Pow2Weights, PactActivation, TernaryWeights
+from odimo.retrain.mixed_layers import PrefixMask
 from odimo.retrain.optimizers import Joint, build_optimizers
-from odimo.retrain.search_layers import PrefixMask
+from odimo.retrain.quantizers import Int8Pow2Weights, PactActivation, TernaryWeights
+from odimo.retrain.settings import SearchSettings
 from odimo.retrain.supernet import Supernet
-from odimo.retrain.trainer import TrainConfig, train
+from odimo.retrain.trainer import train
 from odimo.targets import get_target
-from odimo.targets.quantization import WeightFormat, quantize
+from odimo.targets.plan import Policy, TargetPlan, plan_for_target
+from odimo.targets.quantization import FLOOR_GUARD, WeightFormat, quantize
 
 Importer = Callable[[onnx.ModelProto, str], ImportedModel]  # the `imported` fixture (conftest.py)
 FAST_LR = 30.0
@@ -124,7 +124,7 @@ def test_every_phase_steps_the_supernet_s_own_weights(target: str, imported: Imp
 def test_one_search_epoch_changes_the_weights(target: str, imported: Importer) -> None:
     supernet = supernet_for(imported, residual_add(), "residual_add", target)
     before = [p.detach().clone() for p in supernet.weight_parameters()]
-    train(supernet, task(64), TrainConfig(epochs=(0, 1, 0), batch_size=16, **NO_PROGRESS))
+    train(supernet, task(64), SearchSettings(epochs=(0, 1, 0), batch_size=16, **NO_PROGRESS))
     changed = [not torch.equal(b, p.detach()) for b, p in zip(before, supernet.weight_parameters(), strict=True)]
     assert sum(changed) >= len(changed) // 2, changed
 
@@ -133,7 +133,7 @@ def test_one_search_epoch_changes_the_weights(target: str, imported: Importer) -
 @pytest.mark.usefixtures("fast_lr")
 def test_search_loss_falls_over_a_few_epochs(target: str, imported: Importer) -> None:
     supernet = supernet_for(imported, residual_add(), "residual_add", target)
-    result = train(supernet, task(256), TrainConfig(epochs=(0, 3, 0), batch_size=16, **NO_PROGRESS))
+    result = train(supernet, task(256), SearchSettings(epochs=(0, 3, 0), batch_size=16, **NO_PROGRESS))
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < losses[0] - 0.05, losses
     assert all(np.isfinite(losses))
@@ -149,10 +149,10 @@ def test_cost_alone_gives_every_alpha_a_finite_nonzero_gradient(
     target: str, graph: Callable[[], onnx.ModelProto], objective: str, imported: Importer
 ) -> None:
     supernet = supernet_for(imported, graph(), graph.__name__, target)
-    assert supernet.search_names
+    assert supernet.searchable
     supernet.cost(objective).backward()
-    for name in supernet.search_names:
-        for alpha in supernet.search_module(name).search_parameters():
+    for name in supernet.searchable:
+        for alpha in supernet.mixed(name).architecture_parameters():
             assert alpha.grad is not None, name
             assert torch.isfinite(alpha.grad).all() and (alpha.grad != 0).all(), (name, alpha.grad)
     assert all(p.grad is None for p in supernet.weight_parameters()), "the cost depends on α only"
@@ -173,7 +173,7 @@ def test_large_lambda_moves_diana_channels_to_each_layers_cheaper_cu(imported: I
     def channels_on_cheaper_cu(lam: float) -> dict[str, int]:
         torch.manual_seed(0)
         net = supernet_for(imported, two_convs_16x16(), f"two_convs_{lam}", "diana")
-        result = train(net, task(64, size=16), TrainConfig(epochs=(0, 1, 0), lam=lam, batch_size=16, **NO_PROGRESS))
+        result = train(net, task(64, size=16), SearchSettings(epochs=(0, 1, 0), lam=lam, batch_size=16, **NO_PROGRESS))
         return {name: _last_split(result.history, name, cu) for name, cu in cheaper.items()}
 
     plain, pushed = channels_on_cheaper_cu(0.0), channels_on_cheaper_cu(0.1)
@@ -187,15 +187,15 @@ def test_large_lambda_moves_diana_channels_to_each_layers_cheaper_cu(imported: I
 def test_large_lambda_moves_darkside_channels_to_the_dwe(imported: Importer, fast_lr: None) -> None:
     supernet = supernet_for(imported, residual_add(), "residual_add", "darkside")
     target, plan = supernet.plan.target, supernet.plan
-    for name in supernet.search_names:
+    for name in supernet.searchable:
         geometry = plan.layer(name).layer.geometry
         assert target.layer_latency(geometry, {"dwe": 8}) * 5 < target.layer_latency(geometry, {"cluster": 8})
 
     def dwe_channels(lam: float) -> int:
         torch.manual_seed(0)
         net = supernet_for(imported, residual_add(), f"residual_add_{lam}", "darkside")
-        result = train(net, task(128), TrainConfig(epochs=(0, 2, 0), lam=lam, batch_size=8, **NO_PROGRESS))
-        return sum(_last_split(result.history, name, "dwe") for name in net.search_names)
+        result = train(net, task(128), SearchSettings(epochs=(0, 2, 0), lam=lam, batch_size=8, **NO_PROGRESS))
+        return sum(_last_split(result.history, name, "dwe") for name in net.searchable)
 
     plain, pushed = dwe_channels(0.0), dwe_channels(0.1)
     assert pushed > plain and pushed > 8, (plain, pushed)  # 8 = the half init of 2 x 8 channels
@@ -225,14 +225,14 @@ def test_contiguous_layers_give_each_cu_one_range_in_cu_order(
     plan: TargetPlan = supernet.plan
     contiguous = [p.name for p in plan.searchable if p.policy is Policy.CONTIGUOUS]
     assert contiguous, "the graph must have contiguous layers"
-    result = train(supernet, task(64), TrainConfig(epochs=(0, 2, 0), lam=1e-2, batch_size=8, **NO_PROGRESS))
+    result = train(supernet, task(64), SearchSettings(epochs=(0, 2, 0), lam=1e-2, batch_size=8, **NO_PROGRESS))
     for name in contiguous:
         assert _is_prefix(result.mapping.layers[name], plan.target.cus), (name, result.mapping.layers[name])
     untrained = supernet_for(imported, graph(), f"{graph.__name__}_random", target)
     generator = torch.Generator().manual_seed(0)
     for _ in range(20):  # and for any α the search could reach
         for name in contiguous:
-            (alpha,) = untrained.search_module(name).search_parameters()
+            (alpha,) = untrained.mixed(name).architecture_parameters()
             with torch.no_grad():
                 alpha.copy_(torch.randn(alpha.shape, generator=generator))
         for name in contiguous:
@@ -262,7 +262,7 @@ def test_resume_reaches_the_uninterrupted_state(
     source = imported(residual_add(), "residual_add")
     plan = plan_for_target(source.model, get_target(target))
     data = task(64)
-    config = TrainConfig(epochs=epochs, lam=1e-4, batch_size=16, checkpoint_dir=tmp_path / "straight", **NO_PROGRESS)
+    config = SearchSettings(epochs=epochs, lam=1e-4, batch_size=16, checkpoint_dir=tmp_path / "straight", **NO_PROGRESS)
     torch.manual_seed(0)
     straight = Supernet(source.model, plan)
     expected = train(straight, data, config)
@@ -305,7 +305,7 @@ def test_nan_loss_stops_with_e330_naming_where_and_keeps_the_last_checkpoint(
         return loss * float("nan") if len(calls) == 4 else loss
 
     monkeypatch.setattr(trainer.F, "cross_entropy", nan_in_epoch_2_batch_2)
-    config = TrainConfig(epochs=(0, 2, 0), batch_size=16, limit_batches=2, checkpoint_dir=tmp_path, **NO_PROGRESS)
+    config = SearchSettings(epochs=(0, 2, 0), batch_size=16, limit_batches=2, checkpoint_dir=tmp_path, **NO_PROGRESS)
     with pytest.raises(TrainingError) as caught:
         train(supernet, task(64), config)
     error = caught.value
@@ -322,7 +322,7 @@ def test_nan_in_the_data_stops_in_the_first_batch_that_holds_it(imported: Import
     data = task(64)
     data.x_train[:, :, 2:6, 2:6] = np.nan  # the centre: in every random crop
     with pytest.raises(TrainingError, match="non-finite-loss") as caught:
-        train(supernet, data, TrainConfig(epochs=(1, 1, 0), batch_size=16, **NO_PROGRESS))
+        train(supernet, data, SearchSettings(epochs=(1, 1, 0), batch_size=16, **NO_PROGRESS))
     assert caught.value.where == "phase warmup, epoch 1, batch 1"
 
 

@@ -16,17 +16,17 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
 from builders import residual_add
+
 from odimo.compiler.cli import compile_main
 from odimo.compiler.importer import load_model
-from odimo.targets.plan import plan_for_target
+from odimo.ir.assignment import Assignment
 from odimo.ir.verify import session
 from odimo.retrain.data import fit_to_model, load_dataset
 from odimo.retrain.supernet import Supernet
 from odimo.targets import get_target
-from odimo.ir.assignment import Assignment
 from odimo.targets.mapping import load_mapping
+from odimo.targets.plan import plan_for_target
 
 SMOKE = [
     "--data",
@@ -142,3 +142,31 @@ def test_search_on_a_model_ending_in_argmax_trains_on_its_logits(target: str, tm
     assert labels.dtype == np.int64 and labels.shape == (len(x),)
     assert abs(float(np.mean(labels == y)) - report["accuracy"]["onnx"]) < 1e-9
     assert report["accuracy"]["final"] is not None
+
+
+@pytest.mark.parametrize(
+    ("target", "functions"),
+    [
+        ("diana", {"DianaMixedConv", "DianaMixedConvContiguous", "DianaMixedGemmContiguous"}),
+        ("darkside", {"DarksideConvOrDw"}),
+    ],
+)
+def test_the_search_graph_calls_one_function_per_searchable_layer(
+    target: str, functions: set[str], tmp_path: Path
+) -> None:
+    """onnx-io.md §2: the compile checked it against the supernet's logits; here it opens and runs."""
+    source = tmp_path / "residual_add.onnx"
+    onnx.save(residual_add(), str(source))
+    graph_path = tmp_path / "search.onnx"
+    argv = [str(source), "--target", target, "-o", str(tmp_path / "out.onnx"), "--save-search-graph", str(graph_path)]
+    assert compile_main([*argv, *SMOKE]) == 0
+    graph = onnx.load(str(graph_path))
+    onnx.checker.check_model(graph, full_check=True)
+    assert {f.name for f in graph.functions} == functions
+    calls = [n for n in graph.graph.node if n.domain == "odimo.search"]
+    report = json.loads((tmp_path / "out.report.json").read_text())
+    assert {n.name for n in calls} == {row["name"] for row in report["layers"] if row["class"] == "searchable"}
+    assert all({"odimo.search.assignment", "odimo.search.expected"} <= {p.key for p in n.metadata_props} for n in calls)
+    x, _ = _test_images(source)
+    sess = session(graph)
+    assert sess.run(None, {sess.get_inputs()[0].name: x[:4]})[0].shape == (4, 4)

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
+from odimo.ir.assignment import Assignment
 from odimo.ir.errors import MappingError
 from odimo.ir.geometry import LayerGeometry
 from odimo.targets.darkside import DARKSIDE
 from odimo.targets.diana import DIANA
-from odimo.ir.assignment import Assignment
 from odimo.targets.mapping import load_mapping, save_mapping, validate_mapping
 
 conv = LayerGeometry.conv

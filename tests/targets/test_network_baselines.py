@@ -7,13 +7,13 @@ from collections import Counter
 import pytest
 from networks import mobilenetv1_supernet, resnet18, resnet20_cifar10
 
+from odimo.ir.assignment import Assignment
 from odimo.ir.errors import TargetError
 from odimo.targets import Role
 from odimo.targets.baselines import baseline_costs, baselines_for, build_baseline, build_baselines
 from odimo.targets.costing import cost_table
 from odimo.targets.darkside import DARKSIDE, dws_cost
 from odimo.targets.diana import DIANA
-from odimo.ir.assignment import Assignment
 
 NETWORKS = {
     "resnet20": resnet20_cifar10(),

@@ -14,13 +14,13 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-
 from builders import residual_add
+
 from odimo.compiler.cli import compile_main
 from odimo.compiler.importer import load_model
 from odimo.ir.errors import TargetError
 from odimo.ir.geometry import LayerGeometry
-from odimo.retrain.search_layers import BlendLayer
+from odimo.retrain.mixed_layers import BlendLayer
 from odimo.retrain.supernet import Supernet
 from odimo.targets import CU, TARGETS, LayerSupport, Role, Target, get_target
 from odimo.targets.arith import Arith, Number
@@ -100,10 +100,10 @@ def test_a_third_target_in_one_file_builds_its_supernet(two_speed: Target, tmp_p
     onnx.save(residual_add(), str(source))
     model = load_model(source).model
     supernet = Supernet(model, plan_for_target(model, two_speed))
-    assert supernet.search_names == ["fc"]  # the only 1x1 layer; the 3x3 convs are pinned to fast
-    assert all(isinstance(m, BlendLayer) for m in supernet.search_layers())
-    assert supernet.search_module("fc").expected_counts().keys() == {"fast", "slow"}
-    assert {tuple(m.quantizers) for m in supernet.search_layers()} == {("fast",), ("fast", "slow")}
+    assert supernet.searchable == ["fc"]  # the only 1x1 layer; the 3x3 convs are pinned to fast
+    assert all(isinstance(m, BlendLayer) for m in supernet.mixed_layers())
+    assert supernet.mixed("fc").expected_counts().keys() == {"fast", "slow"}
+    assert {tuple(m.quantizers) for m in supernet.mixed_layers()} == {("fast",), ("fast", "slow")}
 
 
 def test_a_third_target_in_one_file_compiles_a_search(two_speed: Target, tmp_path: Path) -> None:

@@ -10,12 +10,12 @@ import pytest
 import torch
 from networks import mobilenetv1_supernet, resnet20_cifar10
 
+from odimo.ir.assignment import Assignment
 from odimo.ir.geometry import LayerGeometry
 from odimo.targets import Role, smooth_max
 from odimo.targets.costing import cost_table
 from odimo.targets.darkside import DARKSIDE
 from odimo.targets.diana import DIANA
-from odimo.ir.assignment import Assignment
 
 HARD = 1e-6  # a temperature at which the smooth max is the hard max in float64
 A = LayerGeometry.conv("A", 16, 16, 3, 32)

@@ -36,7 +36,6 @@ from typing import Literal
 
 import onnx
 import torch
-
 from zoo.families import FAMILIES, INPUT_SHAPE
 
 Exporter = Literal["torchscript", "dynamo"]

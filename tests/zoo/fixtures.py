@@ -18,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from zoo.export import DEFAULT_OPSET, Exporter, export
 
 ZooModel = Callable[..., Path]  # (family, exporter, batch: int | None = None) -> Path

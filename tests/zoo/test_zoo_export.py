@@ -16,7 +16,6 @@ import onnxruntime as ort
 import pytest
 import torch
 from onnx import numpy_helper
-
 from zoo.export import (
     BATCH,
     DEFAULT_OPSET,

@@ -1,4 +1,4 @@
-"""Search layers: one per costed layer, mixing what each of a target's two CUs would compute.
+"""Mixed layers: one per costed layer of the supernet, mixing what a target's two CUs would compute.
 
 Two kinds, chosen by the target's `SearchSpec.kind` (method.md §1-2); neither names a target or a CU:
 - `BlendLayer` (paper Eq. 5): one op on effective weights Ŵ[c] = θ[c]·Q_0(W)[c] + (1 − θ[c])·Q_1(W)[c],
@@ -10,8 +10,8 @@ Two kinds, chosen by the target's `SearchSpec.kind` (method.md §1-2); neither n
 
 θ is always the share of the first CU. Every layer reports `expected_counts()` (real-valued during
 the search) for the differentiable cost, `assignment()` (argmax or mask) for discretization, and
-`search_node()` for the search graph; `fix_assignment` freezes a one-hot choice for the final phase
-and for fine-tuning a given mapping.
+`graph_node()` for the supernet graph (`--save-search-graph`); `fix_assignment` freezes a one-hot
+choice for the final phase and for fine-tuning a given mapping.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from odimo.ir.records import ActQuant, SearchNode, Substitute
+from odimo.ir.records import ActQuant, Substitute, SupernetNode
 from odimo.retrain.bridge import LayerModule
 from odimo.retrain.pact_layer import pact_layer
 from odimo.retrain.quantizers import WEIGHT_QUANTIZERS, PactActivation, quantize_bias
@@ -52,8 +52,8 @@ class PrefixMask(nn.Module):
         return straight_through(hard, theta)
 
 
-class SearchLayer(nn.Module):
-    """What the supernet and the trainer ask of every search layer; θ is the first CU's share."""
+class MixedLayer(nn.Module):
+    """What the supernet and the trainer ask of every mixed layer; θ is the first CU's share."""
 
     def __init__(self, layer: LayerModule, cus: tuple[str, str]) -> None:
         super().__init__()
@@ -84,7 +84,7 @@ class SearchLayer(nn.Module):
         self.fixed = torch.tensor([1.0 if cu == self.cus[0] else 0.0 for cu in cus], device=device)
 
     # --- parameter sets (SearchSpec optimizer groups) -----------------------------------------
-    def search_parameters(self) -> list[nn.Parameter]:
+    def architecture_parameters(self) -> list[nn.Parameter]:
         return []
 
     def quantizer_parameters(self) -> list[nn.Parameter]:
@@ -114,24 +114,24 @@ class SearchLayer(nn.Module):
     def substitute(self) -> Substitute | None:
         return None
 
-    def search_tensors(self) -> tuple[str, str, dict[str, torch.Tensor], dict[str, int]]:
+    def graph_tensors(self) -> tuple[str, str, dict[str, torch.Tensor], dict[str, int]]:
         """(function-name suffix, body, tensors by input name, attributes) of the search graph call."""
         raise NotImplementedError
 
-    def search_node(self, function_prefix: str, metadata: dict[str, str]) -> SearchNode:
-        """This layer's state for the search graph (passes/search_graph.py)."""
+    def graph_node(self, function_prefix: str, metadata: dict[str, str]) -> SupernetNode:
+        """This layer's state for the search graph (passes/supernet_graph.py)."""
         counts = {cu: f"{float(v):.2f}" for cu, v in self.expected_counts().items()}
         metadata = {
             "odimo.search.assignment": "".join(cu[0] for cu in self.assignment()),
             "odimo.search.expected": ",".join(f"{cu}={v}" for cu, v in counts.items()),
             **metadata,
         }
-        suffix, body, tensors, attributes = self.search_tensors()
+        suffix, body, tensors, attributes = self.graph_tensors()
         arrays = {k: v.detach().cpu().numpy() for k, v in tensors.items()}
-        return SearchNode(function_prefix + suffix, body, arrays, metadata, attributes)
+        return SupernetNode(function_prefix + suffix, body, arrays, metadata, attributes)
 
 
-class BlendLayer(SearchLayer):
+class BlendLayer(MixedLayer):
     """A conv/FC layer whose channels choose between two weight formats (paper Eq. 5)."""
 
     def __init__(
@@ -170,7 +170,7 @@ class BlendLayer(SearchLayer):
             return self.mask()
         return torch.softmax(self.alpha / self.temperature, dim=0)[0]
 
-    def search_parameters(self) -> list[nn.Parameter]:
+    def architecture_parameters(self) -> list[nn.Parameter]:
         if not self.searchable:
             return []
         return [self.mask.alpha] if self.contiguous else [self.alpha]
@@ -216,7 +216,7 @@ class BlendLayer(SearchLayer):
         clip = self.act.effective_clip()
         return ActQuant(input_name, -clip if self.act.signed else 0.0, clip, float(self.act.scale()))
 
-    def search_tensors(self) -> tuple[str, str, dict[str, torch.Tensor], dict[str, int]]:
+    def graph_tensors(self) -> tuple[str, str, dict[str, torch.Tensor], dict[str, int]]:
         parts = self.quantized_parts()
         quantized = {f"W_{cu}": w for cu, (w, _) in parts.items()} | {f"B_{cu}": b for cu, (_, b) in parts.items()}
         op = "Conv" if self.layer.op_type == "Conv" else "Gemm"
@@ -231,7 +231,7 @@ class BlendLayer(SearchLayer):
         return pact_layer(x, self.act.bounds(), weight, bias, self.layer)
 
 
-class SubstituteLayer(SearchLayer):
+class SubstituteLayer(MixedLayer):
     """A 3x3 C->C conv whose channel suffix is replaced by a 3x3 depthwise conv (paper Eq. 2)."""
 
     def __init__(self, layer: LayerModule, cus: tuple[str, str]) -> None:
@@ -253,7 +253,7 @@ class SubstituteLayer(SearchLayer):
             return share
         return self.mask()
 
-    def search_parameters(self) -> list[nn.Parameter]:
+    def architecture_parameters(self) -> list[nn.Parameter]:
         return [self.mask.alpha]
 
     def substitute_parameters(self) -> list[nn.Parameter]:
@@ -269,7 +269,7 @@ class SubstituteLayer(SearchLayer):
     def substitute(self) -> Substitute:
         return Substitute(self.cus[1], self.dw_weight.detach().cpu().numpy(), self.dw_bias.detach().cpu().numpy())
 
-    def search_tensors(self) -> tuple[str, dict[str, torch.Tensor], dict[str, int]]:
+    def graph_tensors(self) -> tuple[str, dict[str, torch.Tensor], dict[str, int]]:
         tensors = {
             "alpha": self.mask.alpha,
             "W": self.layer.weight,

@@ -1,9 +1,10 @@
-"""The search graph: each searchable layer as a call to a model-local function (onnx-io.md §2).
+"""The supernet graph (`--save-search-graph`, onnx-io.md §2): each searchable layer as a call to a
+model-local function.
 
 Netron draws a call as one box (`DianaMixedConv ƒ`) that opens into its body, so a user sees where
 the search sits and what it mixes; onnxruntime runs it and must match the torch supernet in eval
 mode. Bodies use standard ops only; the layer's Conv attributes are passed by reference. Each
-`SearchNode` names its function and the body it has (`BODIES`); a body reads its per-CU tensors by
+`SupernetNode` names its function and the body it has (`BODIES`); a body reads its per-CU tensors by
 the input names the node gives them (`W_<cu>`, `B_<cu>`), so no target or CU is named here.
 """
 
@@ -16,8 +17,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from odimo.ir.records import SearchNode
+from odimo.ir import names
 from odimo.ir.graph import drop_unused_initializers
+from odimo.ir.records import SupernetNode
 from odimo.passes.base import PassResult
 
 DOMAIN = "odimo.search"
@@ -25,22 +27,22 @@ FUNCTION_IR = 8  # local functions need IR >= 8
 CONV_ATTRS = ("strides", "pads", "dilations")
 
 
-def search_graph(model: onnx.ModelProto, layers: Mapping[str, SearchNode]) -> PassResult:
+def supernet_graph(model: onnx.ModelProto, layers: Mapping[str, SupernetNode]) -> PassResult:
     work = copy.deepcopy(model)
-    used: dict[str, SearchNode] = {}
+    used: dict[str, SupernetNode] = {}
     nodes = []
     for node in work.graph.node:
         state = layers.get(node.name)
         if state is None:
             nodes.append(node)
             continue
-        names = [f"{node.name}/{key}" for key in state.tensors]
+        inputs = [names.part(node.name, key) for key in state.tensors]
         work.graph.initializer.extend(
             numpy_helper.from_array(np.ascontiguousarray(v, dtype=np.float32), n)
-            for n, v in zip(names, state.tensors.values())
+            for n, v in zip(inputs, state.tensors.values())
         )
         call = helper.make_node(
-            state.function, [node.input[0], *names], [node.output[0]], name=node.name, domain=DOMAIN
+            state.function, [node.input[0], *inputs], [node.output[0]], name=node.name, domain=DOMAIN
         )
         call.attribute.extend(a for a in node.attribute if a.name in CONV_ATTRS)
         call.attribute.extend(helper.make_attribute(k, v) for k, v in sorted(state.attributes.items()))
@@ -110,7 +112,7 @@ def _prefix_share(nodes: list, rank_axes: list[int]) -> None:
     ]
 
 
-def _function_of(name: str, state: SearchNode, opset: int) -> onnx.FunctionProto:
+def _function_of(name: str, state: SupernetNode, opset: int) -> onnx.FunctionProto:
     return BODIES[state.body](name, ["X", *state.tensors], opset)
 
 
@@ -185,7 +187,7 @@ def conv_or_depthwise(name: str, inputs: list[str], opset: int) -> onnx.Function
     return _function(name, inputs, nodes, opset, (*CONV_ATTRS, "channels"))
 
 
-# Function bodies by `SearchNode.body`: a softmax θ (free groups) or a prefix mask (contiguous).
+# Function bodies by `SupernetNode.body`: a softmax θ (free groups) or a prefix mask (contiguous).
 BODIES = {
     "blend-conv": blend_conv,
     "blend-conv-prefix": blend_conv_prefix,

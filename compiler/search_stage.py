@@ -1,0 +1,137 @@
+"""The search stage: one `SearchOutcome`, however the assignment was obtained.
+
+A search, a given mapping (a baseline name or a mapping file) fine-tuned with `--train` or not, and
+the one mapping of a model whose layers all have one CU are all values of the same type, so the
+stages after this one never ask which it was. retrain returns arrays by node name; here they become
+the user's graph with its trained weights and, on request, the search graph checked against the
+supernet's own outputs. Keeping this graph work out of retrain lets passes and retrain stay
+siblings that never import each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from odimo.compiler.report import Training
+from odimo.ir.assignment import Assignment
+from odimo.ir.errors import ReferenceMismatchError
+from odimo.ir.records import ActQuant, ImportedModel, QuantizedLayers, Substitute
+from odimo.ir.verify import compare_outputs, logits_view, run, session
+from odimo.passes.act_quant import insert_act_quant
+from odimo.passes.mix_substitutes import diagonal_substitutes
+from odimo.passes.set_weights import set_weights
+from odimo.passes.supernet_graph import supernet_graph
+from odimo.retrain.run import SupernetGraphCheck, Trained, search
+from odimo.retrain.settings import SearchSettings
+from odimo.targets.baselines import MappingRecipe, build_baseline, fixed_mapping
+from odimo.targets.mapping import load_mapping, validate_mapping
+from odimo.targets.plan import TargetPlan
+
+SEARCH = "search"  # the --mapping value (and report label) of a learned mapping
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """An assignment and everything the transform, verify and emit stages need with it."""
+
+    assignment: Assignment  # hard; the discretise stage checks it and fills in the fixed layers
+    label: str  # the report's "mapping": search, a baseline name, a mapping file name, or fixed
+    model: onnx.ModelProto  # the canonical graph with the weights to partition (trained or imported)
+    substitutes: dict[str, Substitute]
+    quantized: QuantizedLayers | None  # trained quantizer results; None: quantize with initial scales
+    act_quant: dict[str, ActQuant]
+    accuracy: dict[str, float | None]
+    lam: float | None  # the λ that produced the assignment; None for a given one
+    training: Training | None = None
+    test_data: tuple[np.ndarray, np.ndarray] | None = None  # for the onnxruntime accuracy
+    supernet_graph: onnx.ModelProto | None = None
+
+
+def obtain_assignment(
+    imported: ImportedModel,
+    plan: TargetPlan,
+    mapping: str,
+    train: bool,
+    settings: SearchSettings,
+    checkpoints: Path,
+    supernet_graph_asked: bool,
+) -> SearchOutcome:
+    """What `--mapping` asks for: a search (default), or a given mapping, trained with `--train`."""
+    given = _given(mapping, plan)
+    if given is not None and not train:
+        assignment, label = given
+        return SearchOutcome(
+            assignment,
+            label,
+            imported.model,
+            initial_substitutes(imported.model, plan, assignment),
+            None,
+            {},
+            {"float": None, "final": None},
+            None,
+        )
+    settings = replace(settings, checkpoint_dir=checkpoints, save_supernet_graph=supernet_graph_asked)
+    trained = search(imported, plan, settings, given[0] if given else None)
+    model = set_weights(imported.model, trained.weights, trained.biases, trained.constants).model
+    return SearchOutcome(
+        trained.mapping,
+        given[1] if given else SEARCH,
+        model,
+        trained.substitutes,
+        trained.quantized,
+        trained.act_quant,
+        dict(trained.accuracy),
+        None if given else settings.lam,
+        Training(trained.phase_seconds, trained.history, settings.epochs, settings.data),
+        trained.test_data,
+        checked_supernet_graph(model, trained),
+    )
+
+
+def initial_substitutes(model: onnx.ModelProto, plan: TargetPlan, assignment: Assignment) -> dict[str, Substitute]:
+    """Substitute weights for an untrained assignment: the diagonal init of mix_substitutes."""
+    cu = plan.target.substitute_cu
+    if cu is None:
+        return {}
+    layers = [p.name for p in plan.searchable if cu in assignment.layers[p.name]]
+    return diagonal_substitutes(model, layers, cu)
+
+
+def _given(spec: str, plan: TargetPlan) -> tuple[Assignment, str] | None:
+    """The assignment `--mapping` names, validated, with its report label; None for a search.
+
+    A model with no searchable layer has one assignment, so a search of it is that one ("fixed").
+    """
+    target = plan.target
+    if spec == SEARCH:
+        return None if plan.searchable else (fixed_mapping(plan.analysis.geometries, target), "fixed")
+    names = {b.name.lower(): b.name for b in target.baselines if isinstance(b, MappingRecipe)}
+    if spec.lower() in names:
+        assignment = build_baseline(names[spec.lower()], plan.analysis.geometries, target).mapping
+        label = names[spec.lower()]
+    else:
+        assignment, label = load_mapping(spec), Path(spec).name
+    return validate_mapping(assignment, plan.analysis.geometries, target, plan.contiguous_layers), label
+
+
+def checked_supernet_graph(model: onnx.ModelProto, trained: Trained) -> onnx.ModelProto | None:
+    """The searched network with one function call per searchable layer, or None when not asked.
+
+    It must compute the torch supernet's logits on the probes (eval mode, soft choices, both
+    without activation quantizers, onnx-io.md §4); the quantizer chains are inserted after.
+    """
+    check: SupernetGraphCheck | None = trained.supernet_graph
+    if check is None:
+        return None
+    graph = supernet_graph(model, check.nodes).model
+    produced = run(session(logits_view(graph)), check.probes)  # the supernet returns logits
+    result = compare_outputs([check.expected], produced[:1])
+    if not result.passed:
+        raise ReferenceMismatchError(
+            f"the search graph differs from the torch supernet by {result.max_abs_diff:.3g} > {result.bound:.3g}"
+        )
+    return insert_act_quant(graph, trained.act_quant).model

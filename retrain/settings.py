@@ -1,0 +1,26 @@
+"""The one record of how to train: the search, the final phase and a given mapping's fine-tuning.
+
+The CLI fills it once; the driver adds where checkpoints go; the trainer and the search stage read
+it. One record, so a setting such as the seed cannot disagree between two copies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    data: str = "fashion-mnist"
+    epochs: tuple[int, int, int] = (0, 1, 1)  # warm-up, search, final
+    lam: float = 0.0
+    objective: str = "latency"
+    seed: int = 0
+    device: str = "cpu"
+    batch_size: int = 128
+    limit_batches: int | None = None
+    checkpoint_dir: Path | None = None
+    resume: bool = False
+    progress: bool = True
+    save_supernet_graph: bool = False
