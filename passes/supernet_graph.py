@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from functools import partial
 
 import numpy as np
 import onnx
@@ -133,34 +134,15 @@ def _blend(nodes: list, inputs: list[str]) -> None:
     ]
 
 
-def blend_conv(name: str, inputs: list[str], opset: int) -> onnx.FunctionProto:
+def _blend_function(name: str, inputs: list[str], opset: int, *, prefix_mask: bool, op: str) -> onnx.FunctionProto:
+    """Blend the weights by θ (a softmax, or the prefix mask of a contiguous group), then run `op`."""
     nodes: list = []
-    _theta_share(nodes, [1, 2, 3])
+    axes = [1, 2, 3] if op == "Conv" else [1]
+    (_prefix_share if prefix_mask else _theta_share)(nodes, axes)
     _blend(nodes, inputs)
-    nodes.append(_conv(["X", "W", "B"], "Y", "conv"))
-    return _function(name, inputs, nodes, opset, CONV_ATTRS)
-
-
-def blend_conv_prefix(name: str, inputs: list[str], opset: int) -> onnx.FunctionProto:
-    nodes: list = []
-    _prefix_share(nodes, [1, 2, 3])
-    _blend(nodes, inputs)
-    nodes.append(_conv(["X", "W", "B"], "Y", "conv"))
-    return _function(name, inputs, nodes, opset, CONV_ATTRS)
-
-
-def blend_gemm(name: str, inputs: list[str], opset: int) -> onnx.FunctionProto:
-    nodes: list = []
-    _theta_share(nodes, [1])
-    _blend(nodes, inputs)
-    nodes.append(helper.make_node("Gemm", ["X", "W", "B"], ["Y"], transB=1))
-    return _function(name, inputs, nodes, opset)
-
-
-def blend_gemm_prefix(name: str, inputs: list[str], opset: int) -> onnx.FunctionProto:
-    nodes: list = []
-    _prefix_share(nodes, [1])
-    _blend(nodes, inputs)
+    if op == "Conv":
+        nodes.append(_conv(["X", "W", "B"], "Y", "conv"))
+        return _function(name, inputs, nodes, opset, CONV_ATTRS)
     nodes.append(helper.make_node("Gemm", ["X", "W", "B"], ["Y"], transB=1))
     return _function(name, inputs, nodes, opset)
 
@@ -189,9 +171,9 @@ def conv_or_depthwise(name: str, inputs: list[str], opset: int) -> onnx.Function
 
 # Function bodies by `SupernetNode.body`: a softmax θ (free groups) or a prefix mask (contiguous).
 BODIES = {
-    "blend-conv": blend_conv,
-    "blend-conv-prefix": blend_conv_prefix,
-    "blend-gemm": blend_gemm,
-    "blend-gemm-prefix": blend_gemm_prefix,
+    "blend-conv": partial(_blend_function, prefix_mask=False, op="Conv"),
+    "blend-conv-prefix": partial(_blend_function, prefix_mask=True, op="Conv"),
+    "blend-gemm": partial(_blend_function, prefix_mask=False, op="Gemm"),
+    "blend-gemm-prefix": partial(_blend_function, prefix_mask=True, op="Gemm"),
     "conv-or-depthwise": conv_or_depthwise,
 }
