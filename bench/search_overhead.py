@@ -44,6 +44,7 @@ PAPER_TIME = (1.42, 2.48)
 PAPER_MEMORY = (1.03, 1.31)
 GOALS = {"diana": 1.15, "darkside": 1.6}
 MEMORY_GOAL = 1.10
+EPOCH_STEPS = 422  # one Fashion-MNIST epoch at batch 128: sizes the budget-dependent rates
 LAMBDA = {"diana": 1e-8, "darkside": 5e-7}  # from the reference λ grids; the value does not change the work
 CASES = (("resnet20", "diana"), ("darkside_seed", "darkside"))
 BASELINE = {"diana": "All-8bit", "darkside": "All-conv"}  # the most demanding baseline of each target
@@ -78,7 +79,8 @@ def _trainer(model, target: str, mode: str):
     if mode in ("search", "baseline"):
         plan = plan_for_target(model, get_target(target))
         net = Supernet(model, plan)
-        optimizer = build_optimizers(net)["search" if mode == "search" else "final"]
+        phase = "search" if mode == "search" else "final"
+        optimizer = build_optimizers(net, {phase: EPOCH_STEPS})[phase]
         if mode == "baseline":
             net.fix_mapping(build_baseline(BASELINE[target], plan.analysis.geometries, plan.target).mapping)
     else:

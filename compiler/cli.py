@@ -98,6 +98,18 @@ def compile_main(argv: Sequence[str] | None = None) -> int:
     )
     training.add_argument("--no-progress", action="store_true", help="no progress bars (CI logs)")
     training.add_argument(
+        "--calibration-images",
+        type=non_negative_int,
+        default=256,
+        metavar="N",
+        help="training images that fit the quantized layers to the float model before training (0: none)",
+    )
+    training.add_argument(
+        "--no-distill",
+        action="store_true",
+        help="train on the labels only (default: the imported float model teaches every phase, KL on logits)",
+    )
+    training.add_argument(
         "--save-search-graph",
         type=Path,
         metavar="PATH",
@@ -123,6 +135,8 @@ def compile_main(argv: Sequence[str] | None = None) -> int:
             limit_batches=args.limit_batches,
             resume=args.resume,
             progress=not args.no_progress,
+            distill=not args.no_distill,
+            calibration_images=args.calibration_images,
         )
         options = CompileOptions(
             target=args.target,
@@ -138,6 +152,14 @@ def compile_main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     return _run("odimo-compile", body)
+
+
+def non_negative_int(text: str) -> int:
+    """A non-negative integer option (argparse turns the ValueError into a usage error, exit 2)."""
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
 
 
 def _epochs(text: str) -> tuple[int, int, int]:

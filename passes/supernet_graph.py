@@ -87,27 +87,25 @@ def _function(
     )
 
 
-def _theta_share(nodes: list, rank_axes: list[int]) -> None:
-    """share = Unsqueeze(Gather(Softmax(theta / T, axis 0), 0)) — θ_dig per channel."""
+def _choice_share(nodes: list, rank_axes: list[int]) -> None:
+    """share = 1[θ_0 >= θ_1] per channel: the first CU where its logit is at least the other's."""
     nodes += [
-        helper.make_node("Div", ["theta", "T"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], ["theta_soft"], axis=0),
         _const("row0", np.array(0, dtype=np.int64)),
-        helper.make_node("Gather", ["theta_soft", "row0"], ["share"], axis=0),
+        _const("row1", np.array(1, dtype=np.int64)),
+        helper.make_node("Gather", ["theta", "row0"], ["theta0"], axis=0),
+        helper.make_node("Gather", ["theta", "row1"], ["theta1"], axis=0),
+        helper.make_node("GreaterOrEqual", ["theta0", "theta1"], ["first"]),
+        helper.make_node("Cast", ["first"], ["share"], to=onnx.TensorProto.FLOAT),
         _const("axes", np.array(rank_axes, dtype=np.int64)),
         helper.make_node("Unsqueeze", ["share", "axes"], ["share_w"]),
     ]
 
 
-def _prefix_share(nodes: list, rank_axes: list[int]) -> None:
-    """share = 1[Σ_{j≥i} |α_j| > 0.5] — the cumulative prefix mask of paper Eq. 6."""
+def _split_share(nodes: list, rank_axes: list[int]) -> None:
+    """share = 1[i + ½ < k]: the first k channels on the first CU (`centres` holds i + ½)."""
     nodes += [
-        helper.make_node("Abs", ["alpha"], ["alpha_abs"]),
-        _const("axis0", np.array(0, dtype=np.int64)),
-        helper.make_node("CumSum", ["alpha_abs", "axis0"], ["theta"], reverse=1),
-        _const("half", np.array(0.5, dtype=np.float32)),
-        helper.make_node("Greater", ["theta", "half"], ["mask_bool"]),
-        helper.make_node("Cast", ["mask_bool"], ["share"], to=onnx.TensorProto.FLOAT),
+        helper.make_node("Less", ["centres", "split"], ["first"]),
+        helper.make_node("Cast", ["first"], ["share"], to=onnx.TensorProto.FLOAT),
         _const("axes", np.array(rank_axes, dtype=np.int64)),
         helper.make_node("Unsqueeze", ["share", "axes"], ["share_w"]),
     ]
@@ -134,11 +132,11 @@ def _blend(nodes: list, inputs: list[str]) -> None:
     ]
 
 
-def _blend_function(name: str, inputs: list[str], opset: int, *, prefix_mask: bool, op: str) -> onnx.FunctionProto:
-    """Blend the weights by θ (a softmax, or the prefix mask of a contiguous group), then run `op`."""
+def _blend_function(name: str, inputs: list[str], opset: int, *, split: bool, op: str) -> onnx.FunctionProto:
+    """Blend the weights by θ (a per-channel choice, or a contiguous group's split), then run `op`."""
     nodes: list = []
     axes = [1, 2, 3] if op == "Conv" else [1]
-    (_prefix_share if prefix_mask else _theta_share)(nodes, axes)
+    (_split_share if split else _choice_share)(nodes, axes)
     _blend(nodes, inputs)
     if op == "Conv":
         nodes.append(_conv(["X", "W", "B"], "Y", "conv"))
@@ -150,7 +148,7 @@ def _blend_function(name: str, inputs: list[str], opset: int, *, prefix_mask: bo
 def conv_or_depthwise(name: str, inputs: list[str], opset: int) -> onnx.FunctionProto:
     """y = m·Conv(X, W, B) + (1 − m)·Conv(X, W_dw, B_dw, group=C)."""
     nodes: list = []
-    _prefix_share(nodes, [0, 2, 3])
+    _split_share(nodes, [0, 2, 3])
     dw = _conv(["X", "W_dw", "B_dw"], "y_dw", "dw")
     group = onnx.AttributeProto()
     group.name = "group"
@@ -169,11 +167,11 @@ def conv_or_depthwise(name: str, inputs: list[str], opset: int) -> onnx.Function
     return _function(name, inputs, nodes, opset, (*CONV_ATTRS, "channels"))
 
 
-# Function bodies by `SupernetNode.body`: a softmax θ (free groups) or a prefix mask (contiguous).
+# Function bodies by `SupernetNode.body`: a per-channel choice (free groups) or a split point (contiguous).
 BODIES = {
-    "blend-conv": partial(_blend_function, prefix_mask=False, op="Conv"),
-    "blend-conv-prefix": partial(_blend_function, prefix_mask=True, op="Conv"),
-    "blend-gemm": partial(_blend_function, prefix_mask=False, op="Gemm"),
-    "blend-gemm-prefix": partial(_blend_function, prefix_mask=True, op="Gemm"),
+    "blend-conv": partial(_blend_function, split=False, op="Conv"),
+    "blend-conv-split": partial(_blend_function, split=True, op="Conv"),
+    "blend-gemm": partial(_blend_function, split=False, op="Gemm"),
+    "blend-gemm-split": partial(_blend_function, split=True, op="Gemm"),
     "conv-or-depthwise": conv_or_depthwise,
 }

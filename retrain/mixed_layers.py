@@ -2,11 +2,15 @@
 
 Two kinds, chosen by the target's `SearchSpec.kind` (method.md §1-2); neither names a target or a CU:
 - `BlendLayer` (paper Eq. 5): one op on effective weights Ŵ[c] = θ[c]·Q_0(W)[c] + (1 − θ[c])·Q_1(W)[c],
-  each Q_i the fake quantizer of CU i's weight format; θ a per-channel softmax (free groups) or the
-  cumulative 0/1 prefix mask of paper Eq. 6 (contiguous groups, method.md §7.3). A fixed layer (one
-  CU can run it) is the same module with that CU's quantizer only.
-- `SubstituteLayer` (paper Eq. 2): the layer and a 3x3 depthwise substitute both run; the prefix
-  mask gives the first CU the layer's channels, the second the substitute's.
+  each Q_i the fake quantizer of CU i's weight format; θ a per-channel choice (`FreeChoice`, free
+  groups) or a prefix (`SplitPoint`, contiguous groups, method.md §7.3). A fixed layer (one CU can
+  run it) is the same module with that CU's quantizer only.
+- `SubstituteLayer` (paper Eq. 2): the layer and a 3x3 depthwise substitute both run; a split point
+  gives the first CU the layer's channels up to it, the second the substitute's after it.
+
+Both choices are hard in the forward pass and soft in the backward (straight through), and both
+start with every channel on the first CU (the accurate corner: All-8bit on DIANA, All-conv on
+Darkside); the cost term moves channels towards the cheaper CU.
 
 θ is always the share of the first CU. Every layer reports `expected_counts()` (real-valued during
 the search) for the differentiable cost, `assignment()` (argmax or mask) for discretization, and
@@ -26,30 +30,71 @@ from odimo.retrain.pact_layer import pact_layer
 from odimo.retrain.quantizers import WEIGHT_QUANTIZERS, PactActivation, quantize_bias
 from odimo.targets.quantization import WeightFormat
 
-HALF_INIT_SMALL = 0.1  # entries beyond the half start at 0.1/C: |α| then has a gradient (method.md §1.2)
+START_LOGIT = 1.5  # a free channel starts on the first CU, soft share σ(1.5) = 0.82 at T = 1
+SPLIT_RAMP = 1 / 8  # the split point's sigmoid ramp starts C/8 channels wide and narrows with T
+MIN_RAMP = 0.5  # ... to half a channel: then only the channel at the split feels the gradient
 
 
 def straight_through(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
     return soft + (hard - soft).detach()
 
 
-class PrefixMask(nn.Module):
-    """θ_i = Σ_{j≥i} |α_j|, b_i = 1[θ_i > 0.5] with an identity backward: b is a prefix of ones."""
+class FreeChoice(nn.Module):
+    """Each channel on its own: logits α (2, C), θ = softmax(α/T)[0] the first CU's share.
+
+    The forward is hard (argmax, ties to the first CU) with the softmax's gradient (straight
+    through), so the supernet computes a deployable mapping at every step: at step 0 every channel
+    is on the first CU. Annealing T sharpens the gradient near the decision and silences it far
+    from it, so choices settle as the search ends.
+    """
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        half = channels // 2
-        small = HALF_INIT_SMALL / channels
-        alpha = torch.full((channels,), small)
-        alpha[:half] = 1.0
+        alpha = torch.zeros(2, channels)
+        alpha[0] = START_LOGIT
         self.alpha = nn.Parameter(alpha)
+        self.register_buffer("temperature", torch.tensor(1.0))
+
+    def soft(self) -> torch.Tensor:
+        return torch.softmax(self.alpha / self.temperature, dim=0)[0]
+
+    def set_temperature(self, value: float) -> None:
+        self.temperature.fill_(value)
 
     def forward(self) -> torch.Tensor:
-        theta = torch.flip(torch.cumsum(torch.flip(self.alpha.abs(), [0]), 0), [0])
-        # θ is non-increasing in exact arithmetic; a parallel cumsum may round θ_i an ulp below θ_i+1
-        # right at the threshold. cumprod keeps the mask a prefix whatever the rounding.
-        hard = torch.cumprod((theta > 0.5).to(theta.dtype), 0)
-        return straight_through(hard, theta)
+        hard = (self.alpha[0] >= self.alpha[1]).to(self.alpha.dtype)
+        return straight_through(hard, self.soft())
+
+
+class SplitPoint(nn.Module):
+    """A contiguous split: the first k = C·u channels on the first CU, the rest on the second.
+
+    The forward is the hard prefix 1[i + ½ < k]; the backward goes through a sigmoid ramp of width
+    τ around k, so the gradient acts on the count itself and moves it up or down equally fast (a
+    cumulative mask of per-channel gates moves one way ~30x slower than the other). u starts at 1:
+    every channel on the first CU. It is kept within [-0.05, 1.05] so a push beyond an end stays
+    reversible.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.u = nn.Parameter(torch.tensor(1.0))
+        self.register_buffer("centres", torch.arange(channels, dtype=torch.float32) + 0.5)
+        self.register_buffer("ramp", torch.tensor(max(channels * SPLIT_RAMP, MIN_RAMP)))
+        self.start_ramp = max(channels * SPLIT_RAMP, MIN_RAMP)
+
+    def split(self) -> torch.Tensor:
+        return len(self.centres) * self.u
+
+    def set_temperature(self, value: float) -> None:
+        self.ramp.fill_(max(self.start_ramp * value, MIN_RAMP))
+
+    def forward(self) -> torch.Tensor:
+        with torch.no_grad():
+            self.u.clamp_(-0.05, 1.05)
+        k = self.split()
+        hard = (self.centres < k).to(k.dtype)
+        return straight_through(hard, torch.sigmoid((k - self.centres) / self.ramp))
 
 
 class MixedLayer(nn.Module):
@@ -150,11 +195,10 @@ class BlendLayer(MixedLayer):
         self.act = PactActivation(input_clip, signed_input)
         trained_cus = cus if fixed_cu is None else (fixed_cu,)
         self.quantizers = nn.ModuleDict({cu: WEIGHT_QUANTIZERS[formats[cu]](layer.weight) for cu in trained_cus})
-        self.register_buffer("temperature", torch.tensor(1.0))
-        if fixed_cu is None and contiguous:
-            self.mask = PrefixMask(self.channels)
-        elif fixed_cu is None:
-            self.alpha = nn.Parameter(torch.full((2, self.channels), 0.01))
+        if fixed_cu is not None:
+            self.choice: FreeChoice | SplitPoint | None = None
+        else:
+            self.choice = SplitPoint(self.channels) if contiguous else FreeChoice(self.channels)
 
     @property
     def searchable(self) -> bool:
@@ -166,20 +210,17 @@ class BlendLayer(MixedLayer):
             return torch.full((self.channels,), value, device=self.layer.weight.device)
         if self.fixed.numel():
             return self.fixed
-        if self.contiguous:
-            return self.mask()
-        return torch.softmax(self.alpha / self.temperature, dim=0)[0]
+        return self.choice()
 
     def architecture_parameters(self) -> list[nn.Parameter]:
-        if not self.searchable:
-            return []
-        return [self.mask.alpha] if self.contiguous else [self.alpha]
+        return [] if self.choice is None else list(self.choice.parameters())
 
     def quantizer_parameters(self) -> list[nn.Parameter]:
         return [self.act.clip, *(p for q in self.quantizers.values() for p in q.parameters())]
 
     def set_temperature(self, value: float) -> None:
-        self.temperature.fill_(value)
+        if self.choice is not None:
+            self.choice.set_temperature(value)
 
     def activation_quantizer(self) -> PactActivation | None:
         return self.act if self.act.enabled else None
@@ -191,7 +232,10 @@ class BlendLayer(MixedLayer):
         """Per trained CU, the layer's weight and bias quantized in that CU's format."""
         weight, bias = self.layer.weight, self.layer.bias
         clip = self.act.effective_clip()
-        return {cu: (q(weight), quantize_bias(bias, q.step(weight) * clip / 127)) for cu, q in self.quantizers.items()}
+        return {
+            cu: (q(weight), quantize_bias(bias + q.offset, q.step(weight) * clip / 127))
+            for cu, q in self.quantizers.items()
+        }
 
     def effective_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Ŵ and b̂ of paper Eq. 5: quantized per CU, blended per channel."""
@@ -220,9 +264,10 @@ class BlendLayer(MixedLayer):
         parts = self.quantized_parts()
         quantized = {f"W_{cu}": w for cu, (w, _) in parts.items()} | {f"B_{cu}": b for cu, (_, b) in parts.items()}
         op = "Conv" if self.layer.op_type == "Conv" else "Gemm"
-        if self.contiguous:
-            return f"{op}Contiguous", f"blend-{op.lower()}-prefix", {"alpha": self.mask.alpha, **quantized}, {}
-        return op, f"blend-{op.lower()}", {"theta": self.alpha, "T": self.temperature, **quantized}, {}
+        if isinstance(self.choice, SplitPoint):
+            split = {"split": self.choice.split(), "centres": self.choice.centres}
+            return f"{op}Contiguous", f"blend-{op.lower()}-split", {**split, **quantized}, {}
+        return op, f"blend-{op.lower()}", {"theta": self.choice.alpha, **quantized}, {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self.effective_weights()
@@ -241,7 +286,7 @@ class SubstituteLayer(MixedLayer):
         nn.init.kaiming_normal_(dw)
         self.dw_weight = nn.Parameter(dw)
         self.dw_bias = nn.Parameter(layer.bias.detach().clone())
-        self.mask = PrefixMask(channels)
+        self.choice = SplitPoint(channels)
         self.warmup_prefix: int | None = None  # set per batch in warm-up: route a random prefix
 
     def share(self) -> torch.Tensor:
@@ -251,10 +296,13 @@ class SubstituteLayer(MixedLayer):
             share = torch.zeros(self.channels, device=self.layer.weight.device)
             share[: self.warmup_prefix] = 1.0
             return share
-        return self.mask()
+        return self.choice()
 
     def architecture_parameters(self) -> list[nn.Parameter]:
-        return [self.mask.alpha]
+        return [self.choice.u]
+
+    def set_temperature(self, value: float) -> None:
+        self.choice.set_temperature(value)
 
     def substitute_parameters(self) -> list[nn.Parameter]:
         return [self.dw_weight, self.dw_bias]
@@ -271,7 +319,8 @@ class SubstituteLayer(MixedLayer):
 
     def graph_tensors(self) -> tuple[str, dict[str, torch.Tensor], dict[str, int]]:
         tensors = {
-            "alpha": self.mask.alpha,
+            "split": self.choice.split(),
+            "centres": self.choice.centres,
             "W": self.layer.weight,
             "B": self.layer.bias,
             "W_dw": self.dw_weight,

@@ -56,23 +56,24 @@ class Joint:
             part.load_state_dict(saved)
 
 
-def build_optimizers(supernet: Supernet) -> dict[str, Joint]:
-    """One optimizer per phase over fresh parameter groups (each optimizer owns its group dicts)."""
+def build_optimizers(supernet: Supernet, steps: dict[str, int]) -> dict[str, Joint]:
+    """One optimizer per phase over fresh parameter groups (each optimizer owns its group dicts);
+    `steps` per phase sizes the groups that state how far their parameters must be able to travel."""
     spec = supernet.spec
-    return {phase: _phase_optimizer(supernet, spec.groups(phase)) for phase in PHASES}
+    return {phase: _phase_optimizer(supernet, spec.groups(phase), steps.get(phase, 0)) for phase in PHASES}
 
 
-def _phase_optimizer(supernet: Supernet, groups: tuple[ParamGroup, ...]) -> Joint:
+def _phase_optimizer(supernet: Supernet, groups: tuple[ParamGroup, ...], steps: int) -> Joint:
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for group in groups:
         params = supernet.parameter_set(group.params)
         if params:  # a set this model does not have (no substitutes, no searchable layer)
-            by_kind.setdefault(group.optimizer, []).append(_torch_group(group, params))
+            by_kind.setdefault(group.optimizer, []).append(_torch_group(group, params, steps))
     return Joint(*(_OPTIMIZERS[kind](torch_groups) for kind, torch_groups in by_kind.items()))
 
 
-def _torch_group(group: ParamGroup, params: list[torch.nn.Parameter]) -> dict[str, Any]:
-    torch_group: dict[str, Any] = {"params": params, "lr": group.lr, "weight_decay": group.weight_decay}
+def _torch_group(group: ParamGroup, params: list[torch.nn.Parameter], steps: int) -> dict[str, Any]:
+    torch_group: dict[str, Any] = {"params": params, "lr": group.rate(steps), "weight_decay": group.weight_decay}
     if group.optimizer == "sgd":
         torch_group["momentum"] = group.momentum
     return torch_group

@@ -83,6 +83,7 @@ class Int8Pow2Weights(nn.Module):
         super().__init__()
         peak = float(weight.detach().abs().max())
         self.scale = nn.Parameter(torch.tensor(2.0 ** math.floor(math.log2(2 * peak)) if peak > 0 else 1.0))
+        self.register_buffer("offset", torch.zeros(weight.shape[0]))  # calibrated bias shift (calibrate.py)
 
     def pow2_scale(self) -> torch.Tensor:
         return ste_pow2_floor(self.scale.clamp(min=1e-8))
@@ -95,27 +96,41 @@ class Int8Pow2Weights(nn.Module):
         s = self.pow2_scale()
         return s * ste_round(INT8_LEVELS * torch.clamp(w / s, -1, 1)) / INT8_LEVELS
 
+    def set_scales(self, scales: torch.Tensor) -> None:
+        """The per-layer format has no per-channel scale to calibrate."""
+
 
 class TernaryWeights(nn.Module):
-    """Qt(w) = S_c·round(clamp(w/S_c, −1, 1)), S_c = exp(σ_c) per output channel (WeightFormat.TERNARY)."""
+    """Qt(w) = g_c·S_c·round(clamp(w/S_c, −1, 1)), S_c = exp(σ_c) per output channel (WeightFormat.TERNARY).
+
+    S_c sets the threshold S_c/2 and the level; the calibrated gain g_c (1 until calibrate.py sets
+    it) rescales only the level, so the ternary pattern stays. The analog CU requantizes per
+    channel, so g_c·S_c is the deployed step.
+    """
 
     def __init__(self, weight: torch.Tensor) -> None:
         super().__init__()
         spread = weight.detach().reshape(weight.shape[0], -1).std(dim=1, unbiased=False)
         init = torch.where(spread > 0, TERNARY_INIT * spread, torch.ones_like(spread))
         self.log_scale = nn.Parameter(torch.log(init))
+        self.register_buffer("gain", torch.ones(weight.shape[0]))
+        self.register_buffer("offset", torch.zeros(weight.shape[0]))  # calibrated bias shift (calibrate.py)
 
     def scales(self) -> torch.Tensor:
         return torch.exp(self.log_scale)
 
+    def set_scales(self, scales: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.log_scale.copy_(torch.log(scales))
+
     def step(self, weight: torch.Tensor | None = None) -> torch.Tensor:
-        """The per-channel step S_c (no gradient); `weight` unused."""
-        return self.scales().detach()
+        """The per-channel step g_c·S_c (no gradient); `weight` unused."""
+        return (self.gain * self.scales()).detach()
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         shape = (-1,) + (1,) * (w.dim() - 1)
         s = self.scales().reshape(shape)
-        return s * ste_round(torch.clamp(w / s, -1, 1))
+        return self.gain.reshape(shape) * s * ste_round(torch.clamp(w / s, -1, 1))
 
 
 class Int8ChannelWeights(nn.Module):
@@ -123,6 +138,10 @@ class Int8ChannelWeights(nn.Module):
 
     def __init__(self, weight: torch.Tensor) -> None:
         super().__init__()
+        self.register_buffer("offset", torch.zeros(weight.shape[0]))  # calibrated bias shift (calibrate.py)
+
+    def set_scales(self, scales: torch.Tensor) -> None:
+        """The scale follows the weights; nothing to calibrate."""
 
     def step(self, weight: torch.Tensor | None = None) -> torch.Tensor:
         """The per-channel step of `weight` (no gradient)."""

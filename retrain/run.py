@@ -71,7 +71,7 @@ def search(
     device = torch.device(settings.device)
     float_accuracy = evaluate(OnnxModule(imported.model).to(device), dataset.x_test, dataset.y_test, 256, device)
     supernet = Supernet(imported.model, plan)
-    result = train(supernet, split, settings, fixed_mapping)
+    result = train(supernet, split, settings, fixed_mapping, OnnxModule(imported.model))
     final_accuracy = evaluate(supernet, dataset.x_test, dataset.y_test, 256, device)
     supernet.to("cpu").to(memory_format=torch.contiguous_format)
     weights, biases, substitutes, quantized = _trained_layers(supernet, result.mapping)

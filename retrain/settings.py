@@ -24,3 +24,5 @@ class SearchSettings:
     resume: bool = False
     progress: bool = True
     save_supernet_graph: bool = False
+    distill: bool = True  # the imported float model teaches every phase (KL on logits)
+    calibration_images: int = 256  # training images that calibrate the quantized layers; 0: none

@@ -24,12 +24,19 @@ from tqdm import tqdm
 from odimo.ir.assignment import Assignment
 from odimo.ir.errors import BadCheckpointError, NonFiniteLossError
 from odimo.retrain.augment import augment
+from odimo.retrain.bridge import OnnxModule
+from odimo.retrain.calibrate import calibrate
 from odimo.retrain.data import TrainValSplit
 from odimo.retrain.optimizers import PHASES, Stepper, build_optimizers
 from odimo.retrain.settings import SearchSettings
 from odimo.retrain.supernet import Supernet
 
-TEMPERATURE_DECAY = 0.045  # T <- T·exp(-0.045) after every search epoch (method.md §1.1)
+# Schedules run per step, on the fraction t/S of the phase's steps, so a one-epoch search anneals as
+# fully as a 200-epoch one: T falls from 1 to FINAL_TEMPERATURE, and the final phase's learning rates
+# follow a cosine to 0 (fine-tuning in a few hundred steps needs the full rate early, none at the end).
+FINAL_TEMPERATURE = 0.05
+DISTILL_TEMPERATURE = 4.0  # KL on logits at T = 4, weight 0.9 against 0.1 for the labels (TAS, QKD)
+DISTILL_WEIGHT = 0.9
 CROP_PAD = 4  # augmentation: random crop with 4 pixels of padding, horizontal flip
 
 
@@ -55,7 +62,11 @@ class TrainResult:
 
 
 def train(
-    supernet: Supernet, data: TrainValSplit, config: SearchSettings, fixed_mapping: Assignment | None = None
+    supernet: Supernet,
+    data: TrainValSplit,
+    config: SearchSettings,
+    fixed_mapping: Assignment | None = None,
+    reference: OnnxModule | None = None,
 ) -> TrainResult:
     """Run the phases `config` asks for (only the final one to fine-tune a `fixed_mapping`); returns
     the discrete mapping the final phase used."""
@@ -63,37 +74,58 @@ def train(
     # training, and give the process its IEEE behaviour back afterwards.
     torch.set_flush_denormal(True)
     try:
-        return _train(supernet, data, config, fixed_mapping)
+        return _train(supernet, data, config, fixed_mapping, reference)
     finally:
         torch.set_flush_denormal(False)
 
 
 def _train(
-    supernet: Supernet, data: TrainValSplit, config: SearchSettings, fixed_mapping: Assignment | None
+    supernet: Supernet,
+    data: TrainValSplit,
+    config: SearchSettings,
+    fixed_mapping: Assignment | None,
+    reference: OnnxModule | None,
 ) -> TrainResult:
+    """`reference`, the imported float model, calibrates the quantized layers (before training and
+    again after discretization) and, with `config.distill`, teaches every phase."""
     device = torch.device(config.device)
     supernet.to(device)
     if device.type == "cpu":
         supernet.to(memory_format=torch.channels_last)
+    if reference is not None:
+        reference.to(device).eval()
+        if device.type == "cpu":
+            reference.to(memory_format=torch.channels_last)
+    teacher = reference if config.distill else None
+    images = _calibration_images(data, config, device)
     state = TrainState()
-    optimizers = build_optimizers(supernet)
+    warmup, search, final = config.epochs
+    if fixed_mapping is not None:
+        warmup = search = 0
+    per_epoch = steps_per_epoch(len(data.y_train), config)
+    steps = {"warmup": warmup * per_epoch, "search": search * per_epoch, "final": final * per_epoch}
+    optimizers = build_optimizers(supernet, steps)
     checkpoint = config.checkpoint_dir / "last.pt" if config.checkpoint_dir else None
     if config.resume and checkpoint is not None and checkpoint.exists():
         state = _load_checkpoint(checkpoint, supernet, optimizers)
     elif fixed_mapping is not None:
         state.mapping = dict(fixed_mapping.layers)
-    warmup, search, final = config.epochs
-    if fixed_mapping is not None:
-        warmup = search = 0
+        supernet.fix_mapping(fixed_mapping)
+        _calibrate(supernet, reference, images, "current")
+    else:
+        _calibrate(supernet, reference, images, "each")
     plan = [("warmup", warmup), ("search", search), ("final", final)]
     for phase, count in plan:
         if phase == "final" and state.mapping is None:
             _discretize(supernet, state, search > 0)
+            supernet.fix_mapping(Assignment(supernet.plan.target.name, state.mapping))
+            _calibrate(supernet, reference, images, "current")
         if phase == "final":
             supernet.fix_mapping(Assignment(supernet.plan.target.name, state.mapping))
         while state.phase_epoch[phase] < count:
             started = time.perf_counter()
-            record = _run_epoch(supernet, data, config, optimizers[phase], phase, state, device)
+            schedule = Schedule(phase, count * per_epoch, state.phase_epoch[phase] * per_epoch)
+            record = _run_epoch(supernet, data, config, optimizers[phase], schedule, state, device, teacher)
             state.phase_seconds[phase] += time.perf_counter() - started
             _after_epoch(supernet, state, phase, record)
             if checkpoint is not None:
@@ -101,8 +133,20 @@ def _train(
     if state.mapping is None:
         _discretize(supernet, state, search > 0)
         supernet.fix_mapping(Assignment(supernet.plan.target.name, state.mapping))
+        _calibrate(supernet, reference, images, "current")
     val = evaluate(supernet, data.x_val, data.y_val, config.batch_size, device)
     return TrainResult(Assignment(supernet.plan.target.name, state.mapping), val, state.history, state.phase_seconds)
+
+
+def _calibration_images(data: TrainValSplit, config: SearchSettings, device: torch.device) -> torch.Tensor:
+    """A seeded sample of the training images, the same on every run and on resume."""
+    pick = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(config.seed))
+    return torch.from_numpy(data.x_train[pick[: config.calibration_images].numpy()]).to(device)
+
+
+def _calibrate(supernet: Supernet, reference: OnnxModule | None, images: torch.Tensor, assignment: str) -> None:
+    if reference is not None and len(images):
+        calibrate(supernet, reference, images, assignment)
 
 
 def evaluate(
@@ -123,32 +167,59 @@ def evaluate(
 # --- one epoch -----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """Where an epoch sits in its phase: `total` steps in the phase, `done` before this epoch."""
+
+    phase: str
+    total: int
+    done: int
+
+    def fraction(self, k: int) -> float:
+        """t/S of the k-th step of this epoch."""
+        return (self.done + k) / max(self.total, 1)
+
+
+def steps_per_epoch(samples: int, config: SearchSettings) -> int:
+    batches = math.ceil(samples / config.batch_size)
+    return min(batches, config.limit_batches) if config.limit_batches else batches
+
+
 def _run_epoch(
     supernet: Supernet,
     data: TrainValSplit,
     config: SearchSettings,
     optimizer: Stepper,
-    phase: str,
+    schedule: Schedule,
     state: TrainState,
     device: torch.device,
+    teacher: torch.nn.Module | None,
 ) -> dict[str, Any]:
+    phase = schedule.phase
     generator = torch.Generator().manual_seed(config.seed * 100_003 + state.global_epoch)
     order = torch.randperm(len(data.y_train), generator=generator).numpy()
     batches = [order[k : k + config.batch_size] for k in range(0, len(order), config.batch_size)]
     if config.limit_batches:
         batches = batches[: config.limit_batches]
-    lam = _lambda_for(supernet, config, phase, state)
     supernet.train()
     totals = {"loss": 0.0, "correct": 0, "seen": 0, "cost": 0.0}
     label = f"{phase} {state.phase_epoch[phase] + 1}"
     bar = tqdm(batches, desc=label, leave=False, disable=not config.progress, unit="batch")
+    lam = 0.0
     for k, rows in enumerate(bar):
+        t = schedule.fraction(k)
+        lam = _lambda_at(supernet, config, phase, t)
+        if phase == "search":
+            supernet.set_temperature(FINAL_TEMPERATURE**t)
+        if phase == "final":
+            for group in optimizer.param_groups:
+                group["lr"] = group.setdefault("initial_lr", group["lr"]) * 0.5 * (1 + math.cos(math.pi * t))
         xb = augment(torch.from_numpy(data.x_train[rows]), CROP_PAD, generator).to(device)
         yb = torch.from_numpy(data.y_train[rows]).to(device)
         if phase == "warmup":
             supernet.draw_warmup(generator)
         logits = supernet(xb)
-        task = F.cross_entropy(logits, yb)
+        task = _task_loss(logits, yb, teacher, xb)
         cost = (
             supernet.cost(config.objective)
             if phase == "search" and supernet.searchable
@@ -188,6 +259,20 @@ def _run_epoch(
     }
 
 
+def _task_loss(
+    logits: torch.Tensor, labels: torch.Tensor, teacher: torch.nn.Module | None, x: torch.Tensor
+) -> torch.Tensor:
+    """Cross-entropy, or with a teacher (the imported float model) mostly the KL to its logits."""
+    ce = F.cross_entropy(logits, labels)
+    if teacher is None:
+        return ce
+    with torch.no_grad():
+        target = F.log_softmax(teacher(x) / DISTILL_TEMPERATURE, dim=1)
+    student = F.log_softmax(logits / DISTILL_TEMPERATURE, dim=1)
+    kl = F.kl_div(student, target, log_target=True, reduction="batchmean") * DISTILL_TEMPERATURE**2
+    return (1 - DISTILL_WEIGHT) * ce + DISTILL_WEIGHT * kl
+
+
 def _after_epoch(supernet: Supernet, state: TrainState, phase: str, record: dict[str, Any]) -> None:
     state.phase_epoch[phase] += 1
     state.global_epoch += 1
@@ -195,11 +280,9 @@ def _after_epoch(supernet: Supernet, state: TrainState, phase: str, record: dict
         {name: _split_summary(cus) for name, cus in supernet.mapping().layers.items()} if phase == "search" else None
     )
     state.history.append(record)
-    if phase == "search":
-        if record["val_acc"] > state.best_val:
-            state.best_val = record["val_acc"]
-            state.best_state = copy.deepcopy(supernet.state_dict())
-        supernet.set_temperature(math.exp(-TEMPERATURE_DECAY * state.phase_epoch["search"]))
+    if phase == "search" and record["val_acc"] > state.best_val:
+        state.best_val = record["val_acc"]
+        state.best_state = copy.deepcopy(supernet.state_dict())
 
 
 def _discretize(supernet: Supernet, state: TrainState, searched: bool) -> None:
@@ -213,16 +296,16 @@ def _split_summary(cus: tuple[str, ...]) -> dict[str, int]:
     return {cu: cus.count(cu) for cu in dict.fromkeys(cus)}
 
 
-def _lambda_for(supernet: Supernet, config: SearchSettings, phase: str, state: TrainState) -> float:
-    """λ of this epoch: 0 outside the search, else the target's schedule (full, or a linear ramp)."""
+def _lambda_at(supernet: Supernet, config: SearchSettings, phase: str, t: float) -> float:
+    """λ at fraction t of the phase: 0 outside the search, else the target's schedule (full, or a
+    linear ramp to full at `full_at` of the search)."""
     if phase != "search":
         return 0.0
     ramp = supernet.spec.lambda_ramp
     if ramp is None:
         return config.lam
-    full_at = max(config.epochs[1] * ramp.full_at, 1)
     start = config.lam * ramp.start
-    return min(start + state.phase_epoch["search"] * (config.lam - start) / full_at, config.lam)
+    return min(start + t * (config.lam - start) / ramp.full_at, config.lam)
 
 
 # --- checkpoints ---------------------------------------------------------------------------------

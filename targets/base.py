@@ -72,9 +72,16 @@ class ParamGroup:
 
     params: ParamSet
     optimizer: str  # "sgd" or "adam"
-    lr: float
+    lr: float  # the rate, or with `travel` the least rate
     momentum: float = 0.0
     weight_decay: float = 0.0
+    # Adam moves a parameter by at most about lr per step, so a fixed rate caps how far θ can go in a
+    # short search. With `travel`, lr = max(lr, travel / steps of the phase): any choice can cross
+    # its decision threshold within a fraction of the search, whatever the budget.
+    travel: float | None = None
+
+    def rate(self, steps: int) -> float:
+        return self.lr if self.travel is None or steps <= 0 else max(self.lr, self.travel / steps)
 
 
 @dataclass(frozen=True)

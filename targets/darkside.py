@@ -42,7 +42,7 @@ _SEARCH = SearchSpec(
     kind=SearchKind.CONV_OR_SUBSTITUTE,
     quantized_weights=False,  # the Darkside search trains float weights (method.md §2)
     warmup=(ParamGroup(ParamSet.SUBSTITUTES, "adam", 5e-3, weight_decay=1e-4),),
-    search=(_NETWORK, _SUBSTITUTES, ParamGroup(ParamSet.ARCHITECTURE, "adam", 1e-3)),
+    search=(_NETWORK, _SUBSTITUTES, ParamGroup(ParamSet.ARCHITECTURE, "adam", 1e-3, travel=3.0)),
     final=(_NETWORK, _SUBSTITUTES),
     graph_function="DarksideConvOrDw",
     lambda_ramp=LambdaRamp(start=0.01, full_at=0.5),

@@ -26,16 +26,17 @@ from odimo.targets.quantization import WeightFormat
 _ANALOG_STEP_NUM, _ANALOG_STEP_DEN = 91, 5
 _AIMC_ROWS, _AIMC_COLS = 1152, 512
 
-# method.md §4: SGD on the network (the reference recipe), quantizer parameters at their own rate,
-# Adam on θ during the search; the final phase fine-tunes at a tenth of the rate.
+# SGD on the network (method.md §4), quantizer parameters at their own rate, Adam on θ during the
+# search with a rate sized to the number of search steps (a choice can travel 3 logits); the final
+# phase fine-tunes at the search's rate on a cosine to 0 (trainer.py).
 _NETWORK = ParamGroup(ParamSet.NETWORK, "sgd", 1e-3, momentum=0.9, weight_decay=1e-4)
 _QUANTIZERS = ParamGroup(ParamSet.QUANTIZERS, "sgd", 1e-5)
 _SEARCH = SearchSpec(
     kind=SearchKind.WEIGHT_BLEND,
     quantized_weights=True,
     warmup=(_NETWORK, _QUANTIZERS),
-    search=(_NETWORK, _QUANTIZERS, ParamGroup(ParamSet.ARCHITECTURE, "adam", 1e-3)),
-    final=(ParamGroup(ParamSet.NETWORK, "sgd", 1e-4, momentum=0.9, weight_decay=1e-4), _QUANTIZERS),
+    search=(_NETWORK, _QUANTIZERS, ParamGroup(ParamSet.ARCHITECTURE, "adam", 1e-3, travel=3.0)),
+    final=(_NETWORK, _QUANTIZERS),
     graph_function="DianaMixed",
 )
 

@@ -2,9 +2,9 @@
 
 What a new user does with their own CNN: `odimo-compile model.onnx --target T`, the model exported
 with or without dynamic axes. On tiny synthetic data (`--epochs 0,1,1 --limit-batches 2 --batch-size
-8`) each run must exit 0 and write a model that passes the checker, keeps the user's graph inputs
-and outputs (names, types, shapes: a fixed batch stays fixed), labels every Conv with its CU, and
-runs in onnxruntime at its own batch.
+8 --calibration-images 16`) each run must exit 0 and write a model that passes the checker, keeps the
+user's graph inputs and outputs (names, types, shapes: a fixed batch stays fixed), labels every Conv
+with its CU, and runs in onnxruntime at its own batch.
 
 The split plot is replaced by a fixed PNG here: matplotlib takes 0.3 s of the 0.7 s a zoo model's
 compile costs, 192 times over, and the plot has its own tests (test_pipeline.py).
@@ -27,7 +27,10 @@ from odimo.compiler.cli import compile_main
 
 FORMS = [(exporter, batch) for exporter in EXPORTERS for batch in (None, *FIXED_BATCHES)]
 TARGETS = ("diana", "darkside")
-SMOKE_RUN = ("--data", "synthetic", "--epochs", "0,1,1", "--limit-batches", "2", "--batch-size", "8", "--no-progress")
+SMOKE_RUN = (
+    *("--data", "synthetic", "--epochs", "0,1,1", "--limit-batches", "2", "--batch-size", "8"),
+    *("--calibration-images", "16", "--no-progress"),
+)
 
 
 def _cases() -> list:

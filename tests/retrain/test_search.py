@@ -24,13 +24,12 @@ import torch
 from builders import GraphBuilder, conv_bn_relu, residual_add
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 from odimo.ir.errors import TrainingError
 from odimo.ir.records import ImportedModel
 from odimo.retrain import trainer
 from odimo.retrain.data import TrainValSplit
-from odimo.retrain.mixed_layers import PrefixMask
+from odimo.retrain.mixed_layers import FreeChoice, SplitPoint
 from odimo.retrain.optimizers import Joint, build_optimizers
 from odimo.retrain.quantizers import Int8Pow2Weights, PactActivation, TernaryWeights
 from odimo.retrain.settings import SearchSettings
@@ -82,8 +81,8 @@ def fast_lr(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every learning rate of the trainer's optimisers times FAST_LR (see the module docstring)."""
     make = trainer.build_optimizers
 
-    def faster(supernet: Supernet) -> dict[str, Joint]:
-        optimizers = make(supernet)
+    def faster(supernet: Supernet, steps: dict[str, int]) -> dict[str, Joint]:
+        optimizers = make(supernet, steps)
         for optimizer in optimizers.values():
             for group in optimizer.param_groups:
                 group["lr"] *= FAST_LR
@@ -113,7 +112,7 @@ def test_every_phase_steps_the_supernet_s_own_weights(target: str, imported: Imp
     supernet = supernet_for(imported, residual_add(), "residual_add", target)
     own = {id(p) for p in supernet.parameters()}
     weights = {id(p) for p in supernet.weight_parameters()}
-    for phase, optimizer in build_optimizers(supernet).items():
+    for phase, optimizer in build_optimizers(supernet, {"search": 10, "final": 10}).items():
         stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
         assert stepped <= own, phase
         if phase != "warmup" or target == "diana":  # Darkside's warm-up trains only the substitutes
@@ -201,16 +200,47 @@ def test_large_lambda_moves_darkside_channels_to_the_dwe(imported: Importer, fas
     assert pushed > plain and pushed > 8, (plain, pushed)  # 8 = the half init of 2 x 8 channels
 
 
-@given(hnp.arrays(np.float32, st.integers(1, 16), elements=st.floats(-2, 2, width=32)))
+@given(st.integers(1, 64), st.floats(-0.2, 1.2))
 @settings(max_examples=60, deadline=None)
-def test_prefix_mask_is_a_prefix_of_ones_for_any_alpha(alpha: np.ndarray) -> None:
-    mask = PrefixMask(len(alpha))
+def test_a_split_point_is_a_prefix_of_ones(channels: int, u: float) -> None:
+    split = SplitPoint(channels)
     with torch.no_grad():
-        mask.alpha.copy_(torch.from_numpy(alpha))
-        b = mask().numpy()
+        split.u.fill_(u)
+        b = split().detach().numpy()
     ones = int(b.sum())
     assert set(b.tolist()) <= {0.0, 1.0}
     assert b[:ones].all() and not b[ones:].any()
+
+
+def _steps_to_move(split: SplitPoint, sign: float, channels: int, lr: float) -> int:
+    """Adam steps of a constant push on the hard count until it moved by `channels`."""
+    optimizer = torch.optim.Adam(split.parameters(), lr=lr)
+    start = int(split().detach().sum())
+    for step in range(1, 10_000):
+        optimizer.zero_grad()
+        (sign * split().sum()).backward()
+        optimizer.step()
+        if abs(int(split().detach().sum()) - start) >= channels:
+            return step
+    raise AssertionError("the count never moved")
+
+
+def test_a_split_count_moves_both_ways_equally_fast_under_a_constant_push() -> None:
+    """The cumulative prefix mask it replaces took 501 steps to give up a channel and 15 to take one."""
+    down, up = SplitPoint(64), SplitPoint(64)
+    with torch.no_grad():
+        up.u.fill_(0.5)
+        down.u.fill_(0.5)
+    shrink, grow = _steps_to_move(down, +1.0, 8, 1e-2), _steps_to_move(up, -1.0, 8, 1e-2)
+    assert max(shrink, grow) <= 1.5 * min(shrink, grow) and max(shrink, grow) < 100, (shrink, grow)
+
+
+def test_a_free_choice_is_hard_forward_and_soft_backward() -> None:
+    choice = FreeChoice(6)
+    share = choice()
+    assert torch.equal(share.detach(), torch.ones(6))  # step 0: every channel on the first CU
+    share.sum().backward()
+    assert choice.alpha.grad is not None and bool((choice.alpha.grad[0] > 0).all())
 
 
 @pytest.mark.parametrize(

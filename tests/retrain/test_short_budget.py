@@ -1,0 +1,170 @@
+"""What makes a short search keep what the trained model knows (issue 13), on tiny graphs and data.
+
+Calibration fits each quantized layer to the float model; the supernet starts at the accurate
+corner (All-8bit); choices settle by the end of the search; the float model teaches every phase.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn.functional as F
+from builders import residual_add
+
+from odimo.ir.assignment import Assignment
+from odimo.ir.records import ImportedModel
+from odimo.retrain.bridge import OnnxModule
+from odimo.retrain.calibrate import calibrate
+from odimo.retrain.data import TrainValSplit
+from odimo.retrain.mixed_layers import BlendLayer, FreeChoice
+from odimo.retrain.settings import SearchSettings
+from odimo.retrain.supernet import Supernet
+from odimo.retrain.trainer import _task_loss, train
+from odimo.targets import get_target
+from odimo.targets.baselines import build_baseline
+from odimo.targets.plan import plan_for_target
+
+Importer = Callable[[onnx.ModelProto, str], ImportedModel]
+
+
+def task(n: int = 128, size: int = 8) -> TrainValSplit:
+    """The brightest colour channel is the class (3 classes on a 4-output head)."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 0.5, (n, 3, size, size)).astype(np.float32)
+    y = rng.integers(0, 3, n).astype(np.int64)
+    x[np.arange(n), y] += 0.5
+    split = n * 3 // 4
+    return TrainValSplit(x[:split], y[:split], x[split:], y[split:])
+
+
+def _supernet(imported: Importer, target: str = "diana") -> tuple[Supernet, OnnxModule, ImportedModel]:
+    source = imported(residual_add(), "residual_add")
+    return Supernet(source.model, plan_for_target(source.model, get_target(target))), OnnxModule(source.model), source
+
+
+def _layer_errors(supernet: Supernet, reference: OnnxModule, images: torch.Tensor) -> dict[str, float]:
+    """Relative output error of every quantized layer against the float model's, same input image."""
+    outputs: dict[str, dict[str, torch.Tensor]] = {"ours": {}, "float": {}}
+    hooks = []
+    for module in supernet.mixed_layers():
+        name = module.layer.node_name
+        hooks.append(module.register_forward_hook(lambda m, i, o, n=name: outputs["ours"].__setitem__(n, o)))
+        hooks.append(
+            reference.layer(name).register_forward_hook(lambda m, i, o, n=name: outputs["float"].__setitem__(n, o))
+        )
+    with torch.no_grad():
+        supernet.eval()(images)
+        reference.eval()(images)
+    for hook in hooks:
+        hook.remove()
+    return {
+        n: float((outputs["ours"][n] - outputs["float"][n]).pow(2).mean() / outputs["float"][n].pow(2).mean())
+        for n in outputs["ours"]
+    }
+
+
+def test_calibration_lowers_every_layer_s_output_error_against_the_float_model(imported: Importer) -> None:
+    supernet, reference, _ = _supernet(imported)
+    plan = supernet.plan
+    supernet.fix_mapping(build_baseline("All-Ternary", plan.analysis.geometries, plan.target).mapping)
+    images = torch.from_numpy(task(256).x_train)
+    before = _layer_errors(supernet, reference, images)
+    calibrate(supernet, reference, images, "current")
+    after = _layer_errors(supernet, reference, images)
+    assert all(after[n] < before[n] for n in before), (before, after)
+    assert sum(after.values()) < 0.5 * sum(before.values())
+
+
+def test_step_zero_computes_the_all_8bit_fake_quant_model(imported: Importer) -> None:
+    """The supernet starts at the accurate corner: the same logits as All-8bit, fixed."""
+    supernet, _, _ = _supernet(imported)
+    plan = supernet.plan
+    x = torch.from_numpy(task(16).x_train)
+    with torch.no_grad():
+        at_start = supernet.eval()(x)
+        supernet.fix_mapping(build_baseline("All-8bit", plan.analysis.geometries, plan.target).mapping)
+        all_8bit = supernet(x)
+    assert torch.equal(at_start, all_8bit)
+    assert supernet.mapping().layers == {
+        name: ("digital",) * len(cus) for name, cus in supernet.mapping().layers.items()
+    }
+
+
+def test_free_choices_end_the_search_nearly_one_hot(imported: Importer) -> None:
+    supernet, reference, _ = _supernet(imported)
+    settings = SearchSettings(epochs=(0, 2, 0), lam=1e-6, batch_size=16, progress=False)
+    train(supernet, task(128), settings, reference=reference)
+    free = [m.choice for m in supernet.mixed_layers() if isinstance(getattr(m, "choice", None), FreeChoice)]
+    shares = torch.cat([choice.soft().detach() for choice in free])
+    assert len(shares) and float(((shares < 0.15) | (shares > 0.85)).float().mean()) >= 0.85, shares
+
+
+def test_distillation_loss_is_finite_and_falls(imported: Importer) -> None:
+    """Fine-tuning a perturbed All-Ternary student: the epoch loss (mostly KL to the teacher) falls."""
+    supernet, reference, _ = _supernet(imported)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for module in supernet.mixed_layers():
+            module.layer.weight.add_(0.3 * torch.randn_like(module.layer.weight) * module.layer.weight.std())
+    plan = supernet.plan
+    fixed = build_baseline("All-Ternary", plan.analysis.geometries, plan.target).mapping
+    result = train(
+        supernet, task(256), SearchSettings(epochs=(0, 0, 4), batch_size=16, progress=False), fixed, reference
+    )
+    losses = [record["loss"] for record in result.history]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses
+
+
+@pytest.mark.parametrize("distill", [True, False])
+def test_the_teacher_term_is_the_kl_to_the_float_logits(distill: bool, imported: Importer) -> None:
+    _, reference, _ = _supernet(imported)
+    x = torch.from_numpy(task(8).x_train)
+    y = torch.zeros(len(x), dtype=torch.long)
+    with torch.no_grad():
+        logits = reference.eval()(x)
+        loss = _task_loss(logits, y, reference if distill else None, x)
+    assert float(loss) == pytest.approx(float(F.cross_entropy(logits, y)) * (0.1 if distill else 1.0), rel=1e-5)
+
+
+def test_a_fixed_mapping_is_calibrated_on_itself_before_fine_tuning(imported: Importer) -> None:
+    """`--mapping all-ternary --train` with 0 final epochs still emits calibrated layers."""
+    supernet, reference, _ = _supernet(imported)
+    plan = supernet.plan
+    fixed: Assignment = build_baseline("All-Ternary", plan.analysis.geometries, plan.target).mapping
+    train(supernet, task(64), SearchSettings(epochs=(0, 0, 0), batch_size=16, progress=False), fixed, reference)
+    gains = [m.quantizers["analog"].gain for m in supernet.mixed_layers() if isinstance(m, BlendLayer) and m.searchable]
+    assert gains and any(not torch.equal(g, torch.ones_like(g)) for g in gains)
+
+
+def test_calibration_fits_each_depthwise_substitute_to_its_conv_channel(imported: Importer) -> None:
+    """Darkside: the least-squares substitute predicts the conv's channels better than its init."""
+    supernet, reference, _ = _supernet(imported, "darkside")
+    images = torch.from_numpy(task(128).x_train)
+
+    def substitute_error() -> float:
+        total = 0.0
+        for name in supernet.searchable:
+            module = supernet.mixed(name)
+            x = _input_of(supernet, module, images)
+            with torch.no_grad():
+                conv = module.layer(x)
+                dw = torch.nn.functional.conv2d(x, module.dw_weight, module.dw_bias, padding=1, groups=module.channels)
+            total += float((dw - conv).pow(2).mean() / conv.var())
+        return total
+
+    before = substitute_error()
+    calibrate(supernet, reference, images, "each")
+    assert substitute_error() < 0.5 * before
+
+
+def _input_of(supernet: Supernet, module: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    captured = []
+    hook = module.register_forward_pre_hook(lambda m, i: captured.append(i[0].detach()))
+    with torch.no_grad():
+        supernet.eval()(images)
+    hook.remove()
+    return captured[0]
