@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -84,9 +85,23 @@ def compile_main(argv: Sequence[str] | None = None) -> int:
         dest="lam",
         type=float,
         help=(
-            "strength of the cost term, per raw cycle or mW·cycle "
-            "(default: the target's, tuned for the short default run: diana 2e-6, darkside 5e-8)"
+            "strength of the cost term, the cost counted relative to the accurate corner's (All-8bit on diana, "
+            "All-conv on darkside), so one value means the same on any model (default: the target's, "
+            "diana 0.5, darkside 1)"
         ),
+    )
+    goal = training.add_mutually_exclusive_group()
+    goal.add_argument(
+        "--speedup",
+        type=float,
+        metavar="X",
+        help="search for a mapping X times faster than the accurate corner (All-8bit, All-conv): λ adapts",
+    )
+    goal.add_argument(
+        "--energy-saving",
+        type=float,
+        metavar="X",
+        help="search for a mapping using X times less energy than the accurate corner: λ adapts",
     )
     training.add_argument("--objective", choices=("latency", "energy"), default="latency")
     training.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -124,11 +139,13 @@ def compile_main(argv: Sequence[str] | None = None) -> int:
         from odimo.targets import get_target
 
         lam = args.lam if args.lam is not None else get_target(args.target).default_lambda
+        ratio, objective = _cost_goal(args)
         settings = SearchSettings(
             data=args.data,
             epochs=_epochs(args.epochs),
             lam=lam,
-            objective=args.objective,
+            target_ratio=ratio,
+            objective=objective,
             seed=args.seed,
             device=args.device,
             batch_size=args.batch_size,
@@ -152,6 +169,22 @@ def compile_main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     return _run("odimo-compile", body)
+
+
+def _cost_goal(args: argparse.Namespace) -> tuple[float | None, str]:
+    """(target ratio, objective) from --speedup / --energy-saving, which each imply their objective."""
+    for flag, ratio, objective in (
+        ("--speedup", args.speedup, "latency"),
+        ("--energy-saving", args.energy_saving, "energy"),
+    ):
+        if ratio is None:
+            continue
+        if not math.isfinite(ratio) or ratio <= 1:
+            raise SystemExit(f"odimo-compile: error: {flag} takes a number above 1 (times cheaper), not {ratio:g}")
+        if args.objective != "latency" and objective == "latency":
+            raise SystemExit("odimo-compile: error: --speedup targets latency; use --energy-saving for energy")
+        return ratio, objective
+    return None, args.objective
 
 
 def non_negative_int(text: str) -> int:
@@ -182,6 +215,8 @@ def summary(report: Report) -> str:
         f"{total.energy_uj:.3f} µJ"
     ]
     lines += [f"  {note}" for note in report.notes]
+    if report.goal is not None:
+        lines.append(f"  {report.goal.line()}")
     if acc.get("final") is not None:
         lines.append(
             f"  accuracy: float {acc['float']:.2%} -> odimo {acc['final']:.2%} "

@@ -26,7 +26,7 @@ from odimo.compiler.importer import load_model
 from odimo.compiler.outputs import OutputPaths, output_paths
 from odimo.compiler.partition import Partition, partition
 from odimo.compiler.plots import split_plot
-from odimo.compiler.report import Emission, MappingSummary, Report, coupling_rows, mapping_summary
+from odimo.compiler.report import CostGoal, Emission, MappingSummary, Report, coupling_rows, mapping_summary
 from odimo.compiler.search_stage import SEARCH, SearchOutcome, obtain_assignment
 from odimo.ir.assignment import Assignment
 from odimo.ir.errors import InternalError, NoSearchableLayerError, OdimoError
@@ -35,8 +35,8 @@ from odimo.ir.verify import Comparison, onnx_accuracy, probe_inputs, require_equ
 from odimo.passes.act_quant import insert_act_quant
 from odimo.retrain.settings import SearchSettings
 from odimo.targets import Target, get_target
-from odimo.targets.baselines import baseline_costs
-from odimo.targets.costing import cost_table
+from odimo.targets.baselines import baseline_costs, corner
+from odimo.targets.costing import CostTable, cost_table
 from odimo.targets.mapping import validate_mapping
 from odimo.targets.plan import TargetPlan, plan_for_target
 
@@ -85,6 +85,7 @@ class Searched(Analysed):
 class Discretised(Searched):
     assignment: Assignment  # checked against the model and target, fixed layers filled in
     summary: MappingSummary  # what it costs, beside the baselines
+    goal: CostGoal | None  # a --speedup / --energy-saving target and how close the search came
 
 
 @dataclass(frozen=True)
@@ -152,8 +153,25 @@ def discretise_stage(record: Searched) -> Discretised:
     assignment = validate_mapping(outcome.assignment, geometries, record.target, plan.contiguous_layers)
     costs = cost_table(geometries, record.target, assignment)
     baselines = baseline_costs(geometries, record.target)
-    summary = mapping_summary(plan, assignment, costs, baselines, record.options.search.objective, outcome.lam)
-    return advance(record, Discretised, assignment=assignment, summary=summary)
+    settings = record.options.search
+    summary = mapping_summary(plan, assignment, costs, baselines, settings.objective, outcome.lam)
+    goal = _goal(record, costs) if settings.target_ratio is not None and outcome.label == SEARCH else None
+    return advance(record, Discretised, assignment=assignment, summary=summary, goal=goal)
+
+
+def _goal(record: Searched, costs: CostTable) -> CostGoal:
+    """How many times cheaper than the accurate corner (every searchable layer on the first CU)."""
+    target, geometries = record.target, record.plan.analysis.geometries
+    start = corner(geometries, target)
+    corner_costs = cost_table(geometries, target, start.mapping)
+    latency = record.options.search.objective == "latency"
+    reached = (
+        corner_costs.total.cycles / costs.total.cycles
+        if latency
+        else corner_costs.total.energy_mw_cycles / costs.total.energy_mw_cycles
+    )
+    asked = record.options.search.target_ratio or 1.0
+    return CostGoal(record.options.search.objective, start.name, asked, reached)
 
 
 def transform_stage(record: Discretised) -> Transformed:
@@ -225,6 +243,7 @@ def emit_stage(record: Verified) -> CompileResult:
         ),
         training=outcome.training,
         notes=record.notes,
+        goal=record.goal,
     )
     if outcome.supernet_graph is not None:
         searched = model_bytes(restore_signature(outcome.supernet_graph, imported.original))

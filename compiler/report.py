@@ -149,6 +149,23 @@ class Emission:
 
 
 @dataclass(frozen=True)
+class CostGoal:
+    """`--speedup X` / `--energy-saving X`: what was asked against the accurate corner, and reached."""
+
+    objective: str
+    against: str  # the corner's baseline name (All-8bit, All-conv)
+    asked: float
+    reached: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"objective": self.objective, "against": self.against, "asked": self.asked, "reached": self.reached}
+
+    def line(self) -> str:
+        what = "faster" if self.objective == "latency" else "less energy"
+        return f"asked {self.asked:.2f}x {what} than {self.against}: reached {self.reached:.2f}x"
+
+
+@dataclass(frozen=True)
 class Report:
     """One compile: where the model came from, how the mapping was obtained, what it costs and
     scores, and what was written."""
@@ -165,6 +182,7 @@ class Report:
     emission: Emission
     training: Training | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    goal: CostGoal | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -182,6 +200,8 @@ class Report:
             data["notes"] = list(self.notes)
         if self.training is not None:
             data["training"] = self.training.to_dict()
+        if self.goal is not None:
+            data["goal"] = self.goal.to_dict()
         return data
 
     def to_json(self) -> str:

@@ -85,7 +85,7 @@ def obtain_assignment(
         trained.quantized,
         trained.act_quant,
         dict(trained.accuracy),
-        None if given else settings.lam,
+        None if given else trained.lam,
         Training(trained.phase_seconds, trained.history, settings.epochs, settings.data),
         trained.test_data,
         checked_supernet_graph(model, trained),

@@ -50,6 +50,7 @@ class Trained:
     phase_seconds: dict[str, float]
     history: list[dict[str, Any]]
     test_data: tuple[np.ndarray, np.ndarray]
+    lam: float  # the λ the search ended with (adapted to a cost target, or the one given)
     supernet_graph: SupernetGraphCheck | None = None
 
 
@@ -89,6 +90,7 @@ def search(
         phase_seconds=result.phase_seconds,
         history=result.history,
         test_data=(dataset.x_test, dataset.y_test),
+        lam=result.lam,
         supernet_graph=check,
     )
 

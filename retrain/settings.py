@@ -14,7 +14,10 @@ from pathlib import Path
 class SearchSettings:
     data: str = "fashion-mnist"
     epochs: tuple[int, int, int] = (0, 1, 1)  # warm-up, search, final
-    lam: float = 0.0
+    lam: float = 0.0  # weight of the cost relative to the accurate corner's (All-8bit, All-conv): 1 = as heavy
+    # Instead of a fixed λ, a target: the search adapts λ to end `target_ratio` times cheaper (in the
+    # objective) than the accurate corner, starting from `lam`.
+    target_ratio: float | None = None
     objective: str = "latency"
     seed: int = 0
     device: str = "cpu"

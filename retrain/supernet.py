@@ -22,6 +22,8 @@ from odimo.ir.records import ActQuant, QuantizedLayers, Substitute, SupernetNode
 from odimo.retrain.bridge import LayerModule, OnnxModule, module_key
 from odimo.retrain.mixed_layers import BlendLayer, MixedLayer, SubstituteLayer
 from odimo.targets.base import ParamSet, Role, SearchKind
+from odimo.targets.baselines import corner
+from odimo.targets.costing import cost_table
 from odimo.targets.plan import LayerPlan, Policy, TargetPlan
 
 INPUT_CLIP = 1.0  # [0, 1] images at the network input (method.md §6)
@@ -101,6 +103,15 @@ class Supernet(nn.Module):
         return [p for p in self.parameters() if id(p) not in special]
 
     # --- cost --------------------------------------------------------------------------------
+    def corner_costs(self, objective: str) -> tuple[float, float]:
+        """(whole network, fixed layers only) cost with every searchable layer on its first CU: the
+        accurate corner (All-8bit, All-conv) the search starts from and normalises by."""
+        target = self.plan.target
+        table = cost_table(self.plan.analysis.geometries, target, corner(self.plan.analysis.geometries, target).mapping)
+        if objective == "latency":
+            return table.total.cycles, table.total.cycles - table.searchable.cycles
+        return table.total.energy_mw_cycles, table.total.energy_mw_cycles - table.searchable.energy_mw_cycles
+
     def cost(self, objective: str, tau: float | None = None) -> torch.Tensor:
         """Σ over searchable layers of Eq. 3 (latency) or Eq. 4 (energy); fixed layers are constant."""
         target = self.plan.target

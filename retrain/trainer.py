@@ -37,6 +37,10 @@ from odimo.retrain.supernet import Supernet
 FINAL_TEMPERATURE = 0.05
 DISTILL_TEMPERATURE = 4.0  # KL on logits at T = 4, weight 0.9 against 0.1 for the labels (TAS, QKD)
 DISTILL_WEIGHT = 0.9
+# With a cost target, log λ moves by this gain times the relative miss (cost / target − 1) per step:
+# λ can change by e^±10 over a 400-step search, and a 10 % miss moves it by 0.5 % a step.
+TARGET_GAIN = 0.05
+TARGET_RANGE = 1e4  # λ stays within [λ0 / 1e4, λ0 · 1e4]
 CROP_PAD = 4  # augmentation: random crop with 4 pixels of padding, horizontal flip
 
 
@@ -51,6 +55,7 @@ class TrainState:
     mapping: dict[str, tuple[str, ...]] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     phase_seconds: dict[str, float] = field(default_factory=lambda: {p: 0.0 for p in PHASES})
+    log_lambda_gain: float = 0.0  # the cost target's controller: λ = λ0 · e^gain
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,7 @@ class TrainResult:
     val_accuracy: float
     history: list[dict[str, Any]]
     phase_seconds: dict[str, float]
+    lam: float  # the full λ at the end of the search (a cost target adapts it)
 
 
 def train(
@@ -135,7 +141,10 @@ def _train(
         supernet.fix_mapping(Assignment(supernet.plan.target.name, state.mapping))
         _calibrate(supernet, reference, images, "current")
     val = evaluate(supernet, data.x_val, data.y_val, config.batch_size, device)
-    return TrainResult(Assignment(supernet.plan.target.name, state.mapping), val, state.history, state.phase_seconds)
+    lam = config.lam * math.exp(state.log_lambda_gain)
+    return TrainResult(
+        Assignment(supernet.plan.target.name, state.mapping), val, state.history, state.phase_seconds, lam
+    )
 
 
 def _calibration_images(data: TrainValSplit, config: SearchSettings, device: torch.device) -> torch.Tensor:
@@ -203,12 +212,13 @@ def _run_epoch(
         batches = batches[: config.limit_batches]
     supernet.train()
     totals = {"loss": 0.0, "correct": 0, "seen": 0, "cost": 0.0}
+    corner, fixed = supernet.corner_costs(config.objective)
     label = f"{phase} {state.phase_epoch[phase] + 1}"
     bar = tqdm(batches, desc=label, leave=False, disable=not config.progress, unit="batch")
     lam = 0.0
     for k, rows in enumerate(bar):
         t = schedule.fraction(k)
-        lam = _lambda_at(supernet, config, phase, t)
+        lam = _lambda_at(supernet, config, phase, t) * math.exp(state.log_lambda_gain)
         if phase == "search":
             supernet.set_temperature(FINAL_TEMPERATURE**t)
         if phase == "final":
@@ -225,7 +235,7 @@ def _run_epoch(
             if phase == "search" and supernet.searchable
             else torch.zeros((), device=device)
         )
-        loss = task + lam * cost
+        loss = task + lam * cost / corner
         if not torch.isfinite(loss):
             where = f"phase {phase}, epoch {state.phase_epoch[phase] + 1}, batch {k + 1}"
             kept = f"; the last good checkpoint is {config.checkpoint_dir / 'last.pt'}" if config.checkpoint_dir else ""
@@ -237,6 +247,10 @@ def _run_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if phase == "search" and config.target_ratio is not None:
+            miss = (fixed + float(cost.detach())) * config.target_ratio / corner - 1
+            bound = math.log(TARGET_RANGE)
+            state.log_lambda_gain = min(max(state.log_lambda_gain + TARGET_GAIN * miss, -bound), bound)
         totals["loss"] += float(task.detach()) * len(rows)
         totals["correct"] += int((logits.argmax(1) == yb).sum())
         totals["seen"] += len(rows)

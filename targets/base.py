@@ -76,12 +76,16 @@ class ParamGroup:
     momentum: float = 0.0
     weight_decay: float = 0.0
     # Adam moves a parameter by at most about lr per step, so a fixed rate caps how far θ can go in a
-    # short search. With `travel`, lr = max(lr, travel / steps of the phase): any choice can cross
-    # its decision threshold within a fraction of the search, whatever the budget.
+    # short search. With `travel`, lr = travel / steps of the phase, within [lr, max_lr]: any choice
+    # can cross its decision threshold within a fraction of the search, and a run of a few steps
+    # does not turn the choices into noise.
     travel: float | None = None
+    max_lr: float | None = None
 
     def rate(self, steps: int) -> float:
-        return self.lr if self.travel is None or steps <= 0 else max(self.lr, self.travel / steps)
+        if self.travel is None or steps <= 0:
+            return self.lr
+        return max(self.lr, min(self.travel / steps, self.max_lr or float("inf")))
 
 
 @dataclass(frozen=True)
@@ -143,7 +147,7 @@ class Target(abc.ABC):
     substitute_cu: ClassVar[str | None] = None
     weight_formats: ClassVar[dict[str, WeightFormat]]  # how each CU stores weights in QDQ emission
     default_emit: ClassVar[str]  # "qdq" when the search trains quantized weights, else "float"
-    default_lambda: ClassVar[float]  # λ for the short default run, on this target's cost scale
+    default_lambda: ClassVar[float]  # λ for the short default run, the cost relative to the first CU's corner
     baselines: ClassVar[tuple[BaselineRecipe, ...]]
     search_spec: ClassVar[SearchSpec]
 

@@ -159,6 +159,14 @@ def fixed_mapping(layers: Sequence[LayerGeometry], target: Target) -> Assignment
     return _assemble("fixed", layers, target, refuse).mapping
 
 
+def corner(layers: Sequence[LayerGeometry], target: Target) -> Baseline:
+    """The accurate corner: every searchable layer on the first CU (All-8bit on DIANA, All-conv on
+    Darkside), where a search starts and against which speed-ups and normalised costs are counted."""
+    first = target.cus[0]
+    recipe = next((b for b in target.baselines if isinstance(b, AllOn) and b.cu == first), AllOn(f"All-{first}", first))
+    return recipe.build(layers, target)
+
+
 def baselines_for(target: Target) -> tuple[str, ...]:
     """Names of the baselines that apply to `target`, in report order."""
     return tuple(recipe.name for recipe in target.baselines)

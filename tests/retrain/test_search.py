@@ -36,6 +36,8 @@ from odimo.retrain.settings import SearchSettings
 from odimo.retrain.supernet import Supernet
 from odimo.retrain.trainer import train
 from odimo.targets import get_target
+from odimo.targets.costing import cost_table
+from odimo.targets.mapping import validate_mapping
 from odimo.targets.plan import Policy, TargetPlan, plan_for_target
 from odimo.targets.quantization import FLOOR_GUARD, WeightFormat, quantize
 
@@ -157,7 +159,7 @@ def test_cost_alone_gives_every_alpha_a_finite_nonzero_gradient(
     assert all(p.grad is None for p in supernet.weight_parameters()), "the cost depends on α only"
 
 
-def test_large_lambda_moves_diana_channels_to_each_layers_cheaper_cu(imported: Importer) -> None:
+def test_large_lambda_moves_diana_channels_to_each_layers_cheaper_cu(imported: Importer, fast_lr: None) -> None:
     supernet = supernet_for(imported, two_convs_16x16(), "two_convs", "diana")
     target, plan = supernet.plan.target, supernet.plan
     cheaper = {}
@@ -169,18 +171,16 @@ def test_large_lambda_moves_diana_channels_to_each_layers_cheaper_cu(imported: I
         assert max(cycles.values()) > 1.3 * min(cycles.values()), cycles  # clearly cheaper
     assert cheaper == {"conv1": "digital", "conv2": "analog"}
 
-    def channels_on_cheaper_cu(lam: float) -> dict[str, int]:
+    def searched(lam: float) -> tuple[dict[str, int], float]:
         torch.manual_seed(0)
         net = supernet_for(imported, two_convs_16x16(), f"two_convs_{lam}", "diana")
         result = train(net, task(64, size=16), SearchSettings(epochs=(0, 1, 0), lam=lam, batch_size=16, **NO_PROGRESS))
-        return {name: _last_split(result.history, name, cu) for name, cu in cheaper.items()}
+        full = validate_mapping(result.mapping, plan.analysis.geometries, target)
+        exact = cost_table(plan.analysis.geometries, target, full).total.cycles
+        return {name: _last_split(result.history, name, cu) for name, cu in cheaper.items()}, exact
 
-    plain, pushed = channels_on_cheaper_cu(0.0), channels_on_cheaper_cu(0.1)
-    assert pushed == {"conv1": 16, "conv2": 16}
-    assert all(pushed[name] >= plain[name] for name in cheaper) and sum(pushed.values()) > sum(plain.values()), (
-        plain,
-        pushed,
-    )
+    (_, plain_cycles), (pushed, pushed_cycles) = searched(0.0), searched(5.0)
+    assert pushed["conv2"] == 16 and pushed_cycles < plain_cycles, (pushed, pushed_cycles, plain_cycles)
 
 
 def test_large_lambda_moves_darkside_channels_to_the_dwe(imported: Importer, fast_lr: None) -> None:
@@ -196,8 +196,8 @@ def test_large_lambda_moves_darkside_channels_to_the_dwe(imported: Importer, fas
         result = train(net, task(128), SearchSettings(epochs=(0, 2, 0), lam=lam, batch_size=8, **NO_PROGRESS))
         return sum(_last_split(result.history, name, "dwe") for name in net.searchable)
 
-    plain, pushed = dwe_channels(0.0), dwe_channels(0.1)
-    assert pushed > plain and pushed > 8, (plain, pushed)  # 8 = the half init of 2 x 8 channels
+    plain, pushed = dwe_channels(0.0), dwe_channels(5.0)
+    assert pushed > plain and pushed >= 8, (plain, pushed)  # the search starts with every channel on the cluster
 
 
 @given(st.integers(1, 64), st.floats(-0.2, 1.2))

@@ -170,3 +170,32 @@ def test_the_search_graph_calls_one_function_per_searchable_layer(
     x, _ = _test_images(source)
     sess = session(graph)
     assert sess.run(None, {sess.get_inputs()[0].name: x[:4]})[0].shape == (4, 4)
+
+
+def test_speedup_reports_what_was_asked_and_reached(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    source = tmp_path / "residual_add.onnx"
+    onnx.save(residual_add(), str(source))
+    smoke = [a for a in SMOKE if a not in ("--lambda", "1e-5")]
+    assert (
+        compile_main([str(source), "--target", "diana", "-o", str(tmp_path / "o.onnx"), "--speedup", "2", *smoke]) == 0
+    )
+    goal = json.loads((tmp_path / "o.report.json").read_text())["goal"]
+    assert goal["asked"] == 2.0 and goal["against"] == "All-8bit" and goal["reached"] > 0
+    assert "asked 2.00x faster than All-8bit: reached" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--speedup", "0.5"],
+        ["--speedup", "nan"],
+        ["--speedup", "2", "--energy-saving", "2"],
+        ["--speedup", "2", "--objective", "energy"],
+    ],
+)
+def test_a_cost_target_must_be_a_ratio_above_one_for_its_objective(flags: list[str], tmp_path: Path) -> None:
+    source = tmp_path / "residual_add.onnx"
+    onnx.save(residual_add(), str(source))
+    with pytest.raises(SystemExit) as exit_:
+        compile_main([str(source), "--target", "diana", *flags])
+    assert exit_.value.code not in (0, None, 3) and not list(tmp_path.glob("residual_add.diana*"))

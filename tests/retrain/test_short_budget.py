@@ -96,7 +96,7 @@ def test_step_zero_computes_the_all_8bit_fake_quant_model(imported: Importer) ->
 
 def test_free_choices_end_the_search_nearly_one_hot(imported: Importer) -> None:
     supernet, reference, _ = _supernet(imported)
-    settings = SearchSettings(epochs=(0, 2, 0), lam=1e-6, batch_size=16, progress=False)
+    settings = SearchSettings(epochs=(0, 2, 0), lam=0.5, batch_size=16, progress=False)
     train(supernet, task(128), settings, reference=reference)
     free = [m.choice for m in supernet.mixed_layers() if isinstance(getattr(m, "choice", None), FreeChoice)]
     shares = torch.cat([choice.soft().detach() for choice in free])
@@ -168,3 +168,14 @@ def _input_of(supernet: Supernet, module: torch.nn.Module, images: torch.Tensor)
         supernet.eval()(images)
     hook.remove()
     return captured[0]
+
+
+def test_a_cost_target_raises_lambda_until_the_search_is_cheap_enough(imported: Importer) -> None:
+    """--speedup: from a λ far too small, the controller raises it and the mapping gets cheaper."""
+    supernet, reference, _ = _supernet(imported)
+    corner, _ = supernet.corner_costs("latency")
+    settings = SearchSettings(epochs=(0, 3, 0), lam=1e-3, target_ratio=1.5, batch_size=8, progress=False)
+    result = train(supernet, task(256), settings, reference=reference)
+    assert result.lam > 3 * settings.lam
+    searched = [record["cost"] for record in result.history]
+    assert searched[-1] < searched[0] or searched[0] < corner  # the hard cost fell below the corner's
