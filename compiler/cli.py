@@ -242,7 +242,7 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("model", type=Path)
     parser.add_argument("--target", required=True)
-    parser.add_argument("--lambdas", required=True, help="comma-separated, e.g. 0,1e-8,1e-7")
+    parser.add_argument("--lambdas", required=True, help="comma-separated, e.g. 0,0.25,0.5,1")
     parser.add_argument("--objective", choices=("latency", "energy"), default="latency")
     parser.add_argument(
         "--baselines",
