@@ -41,6 +41,7 @@ DISTILL_WEIGHT = 0.9
 # λ can change by e^±10 over a 400-step search, and a 10 % miss moves it by 0.5 % a step.
 TARGET_GAIN = 0.05
 TARGET_RANGE = 1e4  # λ stays within [λ0 / 1e4, λ0 · 1e4]
+TARGET_START = 0.25  # with a target, λ starts gentle and rises while the mapping is too costly
 CROP_PAD = 4  # augmentation: random crop with 4 pixels of padding, horizontal flip
 
 
@@ -120,6 +121,8 @@ def _train(
         _calibrate(supernet, reference, images, "current")
     else:
         _calibrate(supernet, reference, images, "each")
+        if config.target_ratio is not None:
+            state.log_lambda_gain = math.log(TARGET_START)
     plan = [("warmup", warmup), ("search", search), ("final", final)]
     for phase, count in plan:
         if phase == "final" and state.mapping is None:
@@ -235,7 +238,7 @@ def _run_epoch(
             if phase == "search" and supernet.searchable
             else torch.zeros((), device=device)
         )
-        loss = task + lam * cost / corner
+        loss = task + lam * _cost_term(cost, corner, fixed, config.target_ratio)
         if not torch.isfinite(loss):
             where = f"phase {phase}, epoch {state.phase_epoch[phase] + 1}, batch {k + 1}"
             kept = f"; the last good checkpoint is {config.checkpoint_dir / 'last.pt'}" if config.checkpoint_dir else ""
@@ -308,6 +311,15 @@ def _discretize(supernet: Supernet, state: TrainState, searched: bool) -> None:
 
 def _split_summary(cus: tuple[str, ...]) -> dict[str, int]:
     return {cu: cus.count(cu) for cu in dict.fromkeys(cus)}
+
+
+def _cost_term(cost: torch.Tensor, corner: float, fixed: float, target_ratio: float | None) -> torch.Tensor:
+    """The cost relative to the accurate corner's; with a target, only its excess over the target (a
+    hinge: once the mapping is cheap enough, the task loss alone pulls channels back to accuracy, so
+    the search settles at the target instead of overshooting it)."""
+    if target_ratio is None:
+        return cost / corner
+    return torch.relu((fixed + cost) * target_ratio / corner - 1)
 
 
 def _lambda_at(supernet: Supernet, config: SearchSettings, phase: str, t: float) -> float:
