@@ -126,7 +126,7 @@ def _train(
     plan = [("warmup", warmup), ("search", search), ("final", final)]
     for phase, count in plan:
         if phase == "final" and state.mapping is None:
-            _discretize(supernet, state, search > 0)
+            _discretize(supernet, state, search > 0 and config.target_ratio is None)
             supernet.fix_mapping(Assignment(supernet.plan.target.name, state.mapping))
             _calibrate(supernet, reference, images, "current")
         if phase == "final":
@@ -140,7 +140,7 @@ def _train(
             if checkpoint is not None:
                 _save_checkpoint(checkpoint, supernet, optimizers, state)
     if state.mapping is None:
-        _discretize(supernet, state, search > 0)
+        _discretize(supernet, state, search > 0 and config.target_ratio is None)
         supernet.fix_mapping(Assignment(supernet.plan.target.name, state.mapping))
         _calibrate(supernet, reference, images, "current")
     val = evaluate(supernet, data.x_val, data.y_val, config.batch_size, device)
@@ -303,7 +303,10 @@ def _after_epoch(supernet: Supernet, state: TrainState, phase: str, record: dict
 
 
 def _discretize(supernet: Supernet, state: TrainState, searched: bool) -> None:
-    """Restore the best search epoch (validation accuracy, as the reference) and take its argmax."""
+    """Restore the best search epoch (validation accuracy, as the reference) and take its argmax.
+
+    With a cost target the last epoch is kept instead: the most accurate epoch is the least
+    compressed one, the opposite of what the target asks."""
     if searched and state.best_state is not None:
         supernet.load_state_dict(state.best_state)
     state.mapping = dict(supernet.mapping().layers)
