@@ -155,23 +155,18 @@ def discretise_stage(record: Searched) -> Discretised:
     baselines = baseline_costs(geometries, record.target)
     settings = record.options.search
     summary = mapping_summary(plan, assignment, costs, baselines, settings.objective, outcome.lam)
-    goal = _goal(record, costs) if settings.target_ratio is not None and outcome.label == SEARCH else None
+    ratio = settings.target_ratio
+    goal = _goal(record, costs, ratio) if ratio is not None and outcome.label == SEARCH else None
     return advance(record, Discretised, assignment=assignment, summary=summary, goal=goal)
 
 
-def _goal(record: Searched, costs: CostTable) -> CostGoal:
+def _goal(record: Searched, costs: CostTable, asked: float) -> CostGoal:
     """How many times cheaper than the accurate corner (every searchable layer on the first CU)."""
     target, geometries = record.target, record.plan.analysis.geometries
     start = corner(geometries, target)
-    corner_costs = cost_table(geometries, target, start.mapping)
-    latency = record.options.search.objective == "latency"
-    reached = (
-        corner_costs.total.cycles / costs.total.cycles
-        if latency
-        else corner_costs.total.energy_mw_cycles / costs.total.energy_mw_cycles
-    )
-    asked = record.options.search.target_ratio or 1.0
-    return CostGoal(record.options.search.objective, start.name, asked, reached)
+    objective = record.options.search.objective
+    reached = cost_table(geometries, target, start.mapping).total.of(objective) / costs.total.of(objective)
+    return CostGoal(objective, start.name, asked, reached)
 
 
 def transform_stage(record: Discretised) -> Transformed:

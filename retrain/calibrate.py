@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from odimo.retrain.bridge import OnnxModule
-from odimo.retrain.mixed_layers import BlendLayer, SubstituteLayer
+from odimo.retrain.mixed_layers import BlendLayer, MixedLayer, SubstituteLayer
 from odimo.retrain.quantizers import TernaryWeights
 from odimo.retrain.supernet import Supernet
 
@@ -37,6 +37,7 @@ PATCH_ROWS = 20_000  # im2col rows sampled for Σ_x
 SCALE_GRID = torch.linspace(0.2, 3.0, 57)  # candidate S_c as multiples of the channel's weight spread
 SUBSTITUTE_IMAGES = 64  # enough positions for a 10-parameter fit per channel
 CLIP_QUANTILE = 0.9999  # PACT clip: the activation level below which this share of the inputs lies
+CLIP_VALUES = 1_000_000  # activations sampled for the quantile (torch.quantile's input limit is 16 M)
 
 
 def calibrate(supernet: Supernet, reference: OnnxModule, images: torch.Tensor, assignment: str = "each") -> None:
@@ -88,12 +89,8 @@ def _sequential_pass(
             quantizer.set_scales(_output_mse_scales(module, x))
         _fit_affine(module, x, targets[module.layer.node_name], cu)
 
-    hooks = [module.register_forward_pre_hook(fit) for module in layers]
-    try:
+    with _removed_after([module.register_forward_pre_hook(fit) for module in layers]):
         supernet(images)
-    finally:
-        for hook in hooks:
-            hook.remove()
 
 
 def _fit_substitutes(supernet: Supernet, layers: list[SubstituteLayer], images: torch.Tensor) -> None:
@@ -106,12 +103,8 @@ def _fit_substitutes(supernet: Supernet, layers: list[SubstituteLayer], images: 
         module.dw_bias.copy_(bias)
 
     hooks = [module.register_forward_pre_hook(fit) for module in layers]
-    try:
-        with torch.no_grad(), _all_on_layer_branch(layers):
-            supernet(images[:SUBSTITUTE_IMAGES])
-    finally:
-        for hook in hooks:
-            hook.remove()
+    with _removed_after(hooks), torch.no_grad(), _all_on(layers, supernet.plan.target.cus[0]):
+        supernet(images[:SUBSTITUTE_IMAGES])
 
 
 def _least_squares_depthwise(
@@ -119,14 +112,12 @@ def _least_squares_depthwise(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per channel c, argmin over (K_c, b_c) of |y_c − (patches of x_c)·K_c − b_c|²."""
     channels = x.shape[1]
-    padded = x if layer.symmetric else F.pad(x, layer.pre_pad)
-    kernel = layer.weight.shape[2:]
-    cols = F.unfold(padded, kernel, dilation=layer.dilation, padding=layer.padding, stride=layer.stride)
-    taps = kernel[0] * kernel[1]
+    cols = _unfold(layer, x)
+    taps = cols.shape[1] // channels
     patches = cols.reshape(x.shape[0], channels, taps, -1).permute(1, 0, 3, 2).reshape(channels, -1, taps)
     y = target.permute(1, 0, 2, 3).reshape(channels, -1)
     if patches.shape[1] > PATCH_ROWS:
-        pick = torch.randperm(patches.shape[1], generator=torch.Generator().manual_seed(0))[:PATCH_ROWS]
+        pick = _sample(patches.shape[1], PATCH_ROWS)
         patches, y = patches[:, pick], y[:, pick]
     design = torch.cat([patches, torch.ones_like(patches[..., :1])], dim=2).to(torch.float64)
     gram = design.transpose(1, 2) @ design + 1e-6 * torch.eye(taps + 1, dtype=torch.float64)
@@ -176,21 +167,28 @@ def _patches(layer: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     if layer.op_type == "Gemm":
         rows = x.reshape(x.shape[0], -1)
     else:
-        padded = x if layer.symmetric else F.pad(x, layer.pre_pad)
-        kernel = layer.weight.shape[2:]
-        cols = F.unfold(padded, kernel, dilation=layer.dilation, padding=layer.padding, stride=layer.stride)
+        cols = _unfold(layer, x)
         rows = cols.transpose(1, 2).reshape(-1, cols.shape[1])
-    if len(rows) > PATCH_ROWS:
-        pick = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))[:PATCH_ROWS]
-        rows = rows[pick]
-    return rows
+    return rows[_sample(len(rows), PATCH_ROWS)] if len(rows) > PATCH_ROWS else rows
+
+
+def _unfold(layer: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """im2col of a conv's input, padded as the conv pads it: (batch, c_in·kernel, positions)."""
+    padded = x if layer.symmetric else F.pad(x, layer.pre_pad)
+    kernel = layer.weight.shape[2:]
+    return F.unfold(padded, kernel, dilation=layer.dilation, padding=layer.padding, stride=layer.stride)
+
+
+def _sample(count: int, keep: int) -> torch.Tensor:
+    """`keep` of `count` row indices, the same on every run (seeded, so calibration is deterministic)."""
+    return torch.randperm(count, generator=torch.Generator().manual_seed(0))[:keep]
 
 
 def _clip_of(x: torch.Tensor, signed: bool) -> float:
     values = x.abs() if signed else x.clamp(min=0)
     flat = values.reshape(-1)
-    if len(flat) > 1_000_000:
-        flat = flat[torch.randperm(len(flat), generator=torch.Generator().manual_seed(0))[:1_000_000]]
+    if len(flat) > CLIP_VALUES:
+        flat = flat[_sample(len(flat), CLIP_VALUES)]
     return max(float(torch.quantile(flat.float(), CLIP_QUANTILE)), 1e-3)
 
 
@@ -201,30 +199,22 @@ def _layer_outputs(reference: OnnxModule, names: list[str], images: torch.Tensor
         reference.layer(name).register_forward_hook(lambda m, i, o, name=name: outputs.__setitem__(name, o.detach()))
         for name in names
     ]
-    try:
-        with torch.no_grad():
-            reference.eval()(images)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    with _removed_after(hooks), torch.no_grad():
+        reference.eval()(images)
     return outputs
 
 
 @contextlib.contextmanager
-def _all_on_layer_branch(layers: list[SubstituteLayer]) -> Iterator[None]:
-    """Every substitute layer computing the layer itself (its first CU)."""
-    saved = [m.fixed for m in layers]
+def _removed_after(hooks: list[torch.utils.hooks.RemovableHandle]) -> Iterator[None]:
     try:
-        for m in layers:
-            m.fix_assignment((m.cus[0],) * m.channels)
         yield
     finally:
-        for m, fixed in zip(layers, saved, strict=True):
-            m.fixed = fixed
+        for hook in hooks:
+            hook.remove()
 
 
 @contextlib.contextmanager
-def _all_on(layers: list[BlendLayer], cu: str) -> Iterator[None]:
+def _all_on(layers: list[MixedLayer], cu: str) -> Iterator[None]:
     """Every layer's channels on `cu` where it can run them (fixed layers keep their one CU)."""
     saved = [m.fixed for m in layers]
     try:

@@ -80,8 +80,8 @@ class SplitPoint(nn.Module):
         super().__init__()
         self.u = nn.Parameter(torch.tensor(1.0))
         self.register_buffer("centres", torch.arange(channels, dtype=torch.float32) + 0.5)
-        self.register_buffer("ramp", torch.tensor(max(channels * SPLIT_RAMP, MIN_RAMP)))
         self.start_ramp = max(channels * SPLIT_RAMP, MIN_RAMP)
+        self.register_buffer("ramp", torch.tensor(self.start_ramp))
 
     def split(self) -> torch.Tensor:
         return len(self.centres) * self.u
@@ -109,6 +109,11 @@ class MixedLayer(nn.Module):
     @property
     def channels(self) -> int:
         return self.layer.weight.shape[0]
+
+    @property
+    def searchable(self) -> bool:
+        """Whether its channels choose between the CUs (a fixed layer has one)."""
+        return True
 
     def share(self) -> torch.Tensor:
         """θ per channel (1 = the first CU); fixed after discretization."""

@@ -70,9 +70,10 @@ def search(
     dataset = load_data(imported, settings)
     split = split_train_val(dataset, seed=settings.seed)
     device = torch.device(settings.device)
-    float_accuracy = evaluate(OnnxModule(imported.model).to(device), dataset.x_test, dataset.y_test, 256, device)
+    reference = OnnxModule(imported.model).to(device)  # the float model: measured, then calibrates and teaches
+    float_accuracy = evaluate(reference, dataset.x_test, dataset.y_test, 256, device)
     supernet = Supernet(imported.model, plan)
-    result = train(supernet, split, settings, fixed_mapping, OnnxModule(imported.model))
+    result = train(supernet, split, settings, fixed_mapping, reference)
     final_accuracy = evaluate(supernet, dataset.x_test, dataset.y_test, 256, device)
     supernet.to("cpu").to(memory_format=torch.contiguous_format)
     weights, biases, substitutes, quantized = _trained_layers(supernet, result.mapping)

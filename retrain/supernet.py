@@ -106,11 +106,9 @@ class Supernet(nn.Module):
     def corner_costs(self, objective: str) -> tuple[float, float]:
         """(whole network, fixed layers only) cost with every searchable layer on its first CU: the
         accurate corner (All-8bit, All-conv) the search starts from and normalises by."""
-        target = self.plan.target
-        table = cost_table(self.plan.analysis.geometries, target, corner(self.plan.analysis.geometries, target).mapping)
-        if objective == "latency":
-            return table.total.cycles, table.total.cycles - table.searchable.cycles
-        return table.total.energy_mw_cycles, table.total.energy_mw_cycles - table.searchable.energy_mw_cycles
+        target, layers = self.plan.target, self.plan.analysis.geometries
+        table = cost_table(layers, target, corner(layers, target).mapping)
+        return table.total.of(objective), table.total.of(objective) - table.searchable.of(objective)
 
     def cost(self, objective: str, tau: float | None = None) -> torch.Tensor:
         """Σ over searchable layers of Eq. 3 (latency) or Eq. 4 (energy); fixed layers are constant."""

@@ -35,6 +35,10 @@ class CostTotals:
     energy_mw_cycles: float
     energy_uj: float
 
+    def of(self, objective: str) -> float:
+        """The total the search's objective counts: cycles (latency) or mW·cycles (energy)."""
+        return self.cycles if objective == "latency" else self.energy_mw_cycles
+
 
 @dataclass(frozen=True)
 class CostTable:
