@@ -237,7 +237,7 @@ def emit_stage(record: Verified) -> CompileResult:
             record.comparison.top1_agreement,
         ),
         training=outcome.training,
-        notes=record.notes,
+        notes=record.notes + outcome.notes,
         goal=record.goal,
     )
     if outcome.supernet_graph is not None:

@@ -18,7 +18,7 @@ import onnx
 
 from odimo.compiler.report import Training
 from odimo.ir.assignment import Assignment
-from odimo.ir.errors import ReferenceMismatchError
+from odimo.ir.errors import DataError, ReferenceMismatchError
 from odimo.ir.records import ActQuant, ImportedModel, QuantizedLayers, Substitute
 from odimo.ir.verify import compare_outputs, logits_view, run, session
 from odimo.passes.act_quant import insert_act_quant
@@ -49,6 +49,7 @@ class SearchOutcome:
     training: Training | None = None
     test_data: tuple[np.ndarray, np.ndarray] | None = None  # for the onnxruntime accuracy
     supernet_graph: onnx.ModelProto | None = None
+    notes: tuple[str, ...] = ()  # for the report: how the mapping's weights were obtained
 
 
 def obtain_assignment(
@@ -63,17 +64,7 @@ def obtain_assignment(
     """What `--mapping` asks for: a search (default), or a given mapping, trained with `--train`."""
     given = _given(mapping, plan)
     if given is not None and not train:
-        assignment, label = given
-        return SearchOutcome(
-            assignment,
-            label,
-            imported.model,
-            initial_substitutes(imported.model, plan, assignment),
-            None,
-            {},
-            {"float": None, "final": None},
-            None,
-        )
+        return _untrained(imported, plan, settings, *given)
     settings = replace(settings, checkpoint_dir=checkpoints, save_supernet_graph=supernet_graph_asked)
     trained = search(imported, plan, settings, given[0] if given else None)
     model = set_weights(imported.model, trained.weights, trained.biases, trained.constants).model
@@ -89,6 +80,53 @@ def obtain_assignment(
         Training(trained.phase_seconds, trained.history, settings.epochs, settings.data),
         trained.test_data,
         checked_supernet_graph(model, trained),
+    )
+
+
+def _untrained(
+    imported: ImportedModel, plan: TargetPlan, settings: SearchSettings, assignment: Assignment, label: str
+) -> SearchOutcome:
+    """A given mapping as it is, its quantized layers calibrated to the float model on a few
+    training images (no training step), so that an untrained baseline is already usable.
+
+    Calibration is optional here, unlike for training: where the data cannot be fitted to the model
+    (the default Fashion-MNIST for a 224x224 network, say), the mapping is emitted uncalibrated and
+    the report says why and how to calibrate it. A model with no searchable layer has one mapping,
+    which a search would not train either, so its data is never loaded.
+    """
+    if not plan.searchable:  # every layer has one CU: nothing was searched, so nothing is loaded
+        notes: tuple[str, ...] = ()
+    elif settings.calibration_images == 0:
+        notes = ("not calibrated (--calibration-images 0)",)
+    else:
+        try:
+            calibrated = search(imported, plan, replace(settings, epochs=(0, 0, 0), checkpoint_dir=None), assignment)
+        except DataError as exc:
+            notes = (f"not calibrated: {exc.what}; give --data that fits the model to calibrate the quantized layers",)
+        else:
+            model = set_weights(imported.model, calibrated.weights, calibrated.biases, calibrated.constants).model
+            return SearchOutcome(
+                calibrated.mapping,
+                label,
+                model,
+                calibrated.substitutes,
+                calibrated.quantized,
+                calibrated.act_quant,
+                dict(calibrated.accuracy),
+                None,
+                test_data=calibrated.test_data,
+                notes=(f"calibrated on {settings.calibration_images} training images of {settings.data}, not trained",),
+            )
+    return SearchOutcome(
+        assignment,
+        label,
+        imported.model,
+        initial_substitutes(imported.model, plan, assignment),
+        None,
+        {},
+        {"float": None, "final": None},
+        None,
+        notes=notes,
     )
 
 

@@ -40,15 +40,23 @@ CLIP_QUANTILE = 0.9999  # PACT clip: the activation level below which this share
 CLIP_VALUES = 1_000_000  # activations sampled for the quantile (torch.quantile's input limit is 16 M)
 
 
-def calibrate(supernet: Supernet, reference: OnnxModule, images: torch.Tensor, assignment: str = "each") -> None:
+def calibrate(
+    supernet: Supernet,
+    reference: OnnxModule,
+    images: torch.Tensor,
+    assignment: str = "each",
+    substitutes_too: bool | None = None,
+) -> None:
     """Fit every BlendLayer of `supernet` to `reference` (the float model) on `images`.
 
     `assignment` "each" runs one pass per CU (every layer on it); "current" one pass on the layers'
-    fixed assignment (after discretization).
+    fixed assignment (a given mapping, or after discretization). `substitutes_too` (default: with
+    "each") also fits the depthwise substitutes: before a search on the all-conv network, before a
+    given mapping trains (or is emitted untrained) on its own; not after a search, which trained them.
     """
     substitutes = [m for m in supernet.mixed_layers() if isinstance(m, SubstituteLayer)]
-    if substitutes and assignment == "each":
-        _fit_substitutes(supernet, substitutes, images)
+    if substitutes and (assignment == "each" if substitutes_too is None else substitutes_too):
+        _fit_substitutes(supernet, substitutes, images, all_conv=assignment == "each")
     layers = [m for m in supernet.mixed_layers() if isinstance(m, BlendLayer)]
     if not layers:
         return
@@ -93,8 +101,9 @@ def _sequential_pass(
         supernet(images)
 
 
-def _fit_substitutes(supernet: Supernet, layers: list[SubstituteLayer], images: torch.Tensor) -> None:
-    """Least-squares depthwise kernels, on the inputs of the all-conv network (where the search starts)."""
+def _fit_substitutes(supernet: Supernet, layers: list[SubstituteLayer], images: torch.Tensor, all_conv: bool) -> None:
+    """Least-squares depthwise kernels, on the inputs of the all-conv network (where the search
+    starts) or, sequentially, of the current assignment (each fit sees the substitutes before it)."""
 
     def fit(module: SubstituteLayer, inputs: tuple[torch.Tensor, ...]) -> None:
         x = inputs[0]
@@ -103,7 +112,8 @@ def _fit_substitutes(supernet: Supernet, layers: list[SubstituteLayer], images: 
         module.dw_bias.copy_(bias)
 
     hooks = [module.register_forward_pre_hook(fit) for module in layers]
-    with _removed_after(hooks), torch.no_grad(), _all_on(layers, supernet.plan.target.cus[0]):
+    routing = _all_on(layers, supernet.plan.target.cus[0]) if all_conv else contextlib.nullcontext()
+    with _removed_after(hooks), torch.no_grad(), routing:
         supernet(images[:SUBSTITUTE_IMAGES])
 
 

@@ -61,6 +61,10 @@ class FreeChoice(nn.Module):
     def set_temperature(self, value: float) -> None:
         self.temperature.fill_(value)
 
+    def preference(self) -> torch.Tensor:
+        """α0 − α1 per channel: >= 0 exactly where the first CU wins the argmax."""
+        return (self.alpha[0] - self.alpha[1]).detach()
+
     def forward(self) -> torch.Tensor:
         hard = (self.alpha[0] >= self.alpha[1]).to(self.alpha.dtype)
         return straight_through(hard, self.soft())
@@ -88,6 +92,11 @@ class SplitPoint(nn.Module):
 
     def set_temperature(self, value: float) -> None:
         self.ramp.fill_(max(self.start_ramp * value, MIN_RAMP))
+
+    def preference(self) -> torch.Tensor:
+        """k − centre per channel: > 0 exactly on the prefix, falling along it, so the channels
+        the split would give up first are the prefix's last."""
+        return (self.split() - self.centres).detach()
 
     def forward(self) -> torch.Tensor:
         with torch.no_grad():
@@ -128,6 +137,11 @@ class MixedLayer(nn.Module):
         with torch.no_grad():
             share = self.share()
         return tuple(self.cus[0] if s >= 0.5 else self.cus[1] for s in share.tolist())
+
+    def preference(self) -> torch.Tensor:
+        """Per channel, how firmly the search holds it on the first CU: >= 0 exactly for the
+        channels `assignment()` gives it, larger for firmer ones (targets/settle.py's order)."""
+        raise NotImplementedError
 
     def fix_assignment(self, cus: tuple[str, ...]) -> None:
         device = self.layer.weight.device
@@ -220,6 +234,10 @@ class BlendLayer(MixedLayer):
     def architecture_parameters(self) -> list[nn.Parameter]:
         return [] if self.choice is None else list(self.choice.parameters())
 
+    def preference(self) -> torch.Tensor:
+        assert self.choice is not None, "a fixed layer has no choice to prefer"
+        return self.choice.preference()
+
     def quantizer_parameters(self) -> list[nn.Parameter]:
         return [self.act.clip, *(p for q in self.quantizers.values() for p in q.parameters())]
 
@@ -305,6 +323,9 @@ class SubstituteLayer(MixedLayer):
 
     def architecture_parameters(self) -> list[nn.Parameter]:
         return [self.choice.u]
+
+    def preference(self) -> torch.Tensor:
+        return self.choice.preference()
 
     def set_temperature(self, value: float) -> None:
         self.choice.set_temperature(value)

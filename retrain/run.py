@@ -46,7 +46,7 @@ class Trained:
     substitutes: dict[str, Substitute]
     quantized: QuantizedLayers | None
     act_quant: dict[str, ActQuant]
-    accuracy: dict[str, float]
+    accuracy: dict[str, float | None]
     phase_seconds: dict[str, float]
     history: list[dict[str, Any]]
     test_data: tuple[np.ndarray, np.ndarray]

@@ -30,6 +30,7 @@ from odimo.retrain.data import TrainValSplit
 from odimo.retrain.optimizers import PHASES, Stepper, build_optimizers
 from odimo.retrain.settings import SearchSettings
 from odimo.retrain.supernet import Supernet
+from odimo.targets.settle import LayerChoice, layer_costs, settle
 
 # Schedules run per step, on the fraction t/S of the phase's steps, so a one-epoch search anneals as
 # fully as a 200-epoch one: T falls from 1 to FINAL_TEMPERATURE, and the final phase's learning rates
@@ -62,7 +63,7 @@ class TrainState:
 @dataclass(frozen=True)
 class TrainResult:
     mapping: Assignment
-    val_accuracy: float
+    val_accuracy: float | None  # None when no step was trained (a calibrated given mapping)
     history: list[dict[str, Any]]
     phase_seconds: dict[str, float]
     lam: float  # the full λ at the end of the search (a cost target adapts it)
@@ -118,7 +119,7 @@ def _train(
     elif fixed_mapping is not None:
         state.mapping = dict(fixed_mapping.layers)
         supernet.fix_mapping(fixed_mapping)
-        _calibrate(supernet, reference, images, "current")
+        _calibrate(supernet, reference, images, "current", substitutes_too=True)
     else:
         _calibrate(supernet, reference, images, "each")
         if config.target_ratio is not None:
@@ -126,7 +127,7 @@ def _train(
     plan = [("warmup", warmup), ("search", search), ("final", final)]
     for phase, count in plan:
         if phase == "final" and state.mapping is None:
-            _discretize(supernet, state, search > 0 and config.target_ratio is None)
+            _discretize(supernet, state, config, search > 0)
             supernet.fix_mapping(Assignment(supernet.plan.target.name, state.mapping))
             _calibrate(supernet, reference, images, "current")
         if phase == "final":
@@ -140,10 +141,11 @@ def _train(
             if checkpoint is not None:
                 _save_checkpoint(checkpoint, supernet, optimizers, state)
     if state.mapping is None:
-        _discretize(supernet, state, search > 0 and config.target_ratio is None)
+        _discretize(supernet, state, config, search > 0)
         supernet.fix_mapping(Assignment(supernet.plan.target.name, state.mapping))
         _calibrate(supernet, reference, images, "current")
-    val = evaluate(supernet, data.x_val, data.y_val, config.batch_size, device)
+    trained = any(state.phase_epoch[p] for p in PHASES)
+    val = evaluate(supernet, data.x_val, data.y_val, config.batch_size, device) if trained else None
     lam = config.lam * math.exp(state.log_lambda_gain)
     return TrainResult(
         Assignment(supernet.plan.target.name, state.mapping), val, state.history, state.phase_seconds, lam
@@ -156,9 +158,15 @@ def _calibration_images(data: TrainValSplit, config: SearchSettings, device: tor
     return torch.from_numpy(data.x_train[pick[: config.calibration_images].numpy()]).to(device)
 
 
-def _calibrate(supernet: Supernet, reference: OnnxModule | None, images: torch.Tensor, assignment: str) -> None:
+def _calibrate(
+    supernet: Supernet,
+    reference: OnnxModule | None,
+    images: torch.Tensor,
+    assignment: str,
+    substitutes_too: bool | None = None,
+) -> None:
     if reference is not None and len(images):
-        calibrate(supernet, reference, images, assignment)
+        calibrate(supernet, reference, images, assignment, substitutes_too)
 
 
 def evaluate(
@@ -302,14 +310,42 @@ def _after_epoch(supernet: Supernet, state: TrainState, phase: str, record: dict
         state.best_state = copy.deepcopy(supernet.state_dict())
 
 
-def _discretize(supernet: Supernet, state: TrainState, searched: bool) -> None:
+def _discretize(supernet: Supernet, state: TrainState, config: SearchSettings, searched: bool) -> None:
     """Restore the best search epoch (validation accuracy, as the reference) and take its argmax.
 
-    With a cost target the last epoch is kept instead: the most accurate epoch is the least
-    compressed one, the opposite of what the target asks."""
-    if searched and state.best_state is not None:
+    With a cost target the last epoch is kept instead (the most accurate epoch is the least
+    compressed one, the opposite of what the target asks), and its argmax is settled at the
+    target: whole channels move until the mapping is just within it (targets/settle.py)."""
+    if config.target_ratio is None and searched and state.best_state is not None:
         supernet.load_state_dict(state.best_state)
     state.mapping = dict(supernet.mapping().layers)
+    if config.target_ratio is not None and searched:
+        state.mapping |= settled_mapping(supernet, state.mapping, config.objective, config.target_ratio)
+
+
+def settled_mapping(
+    supernet: Supernet, mapping: dict[str, tuple[str, ...]], objective: str, ratio: float
+) -> dict[str, tuple[str, ...]]:
+    """The searchable layers' assignment moved, channel by channel in the search's own preference
+    order, to cost at most 1/ratio of the accurate corner."""
+    target = supernet.plan.target
+    cost = target.layer_latency if objective == "latency" else target.layer_energy
+    choices = []
+    for name in supernet.searchable:
+        module = supernet.mixed(name)
+        cus = module.cus
+        choices.append(
+            LayerChoice(
+                name,
+                cus,
+                module.preference().cpu().numpy(),
+                layer_costs(supernet.plan.layer(name).layer.geometry, cus, cost),
+                mapping[name].count(cus[0]),
+            )
+        )
+    corner, fixed = supernet.corner_costs(objective)
+    counts = settle(choices, corner / ratio - fixed)
+    return {choice.name: choice.assignment(counts[choice.name]) for choice in choices}
 
 
 def _split_summary(cus: tuple[str, ...]) -> dict[str, int]:

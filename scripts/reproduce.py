@@ -65,12 +65,14 @@ class Sweep:
         return len(self.lambdas) + len(self.baselines)
 
 
+# λ weighs the cost relative to the accurate corner's (All-8bit, All-conv): the grids bracket each
+# target's default (DIANA 0.5, Darkside 1) by a factor of 2 to 5 each way.
 SWEEPS = (
     Sweep(
         "diana-latency",
         "bundled",
         "diana",
-        (1e-7, 5e-7, 2e-6, 5e-6),
+        (0.1, 0.25, 0.5, 1.0),
         ("all-8bit", "all-ternary", "io-8bit", "min-cost"),
         "latency",
         (0, 1, 1),
@@ -80,7 +82,7 @@ SWEEPS = (
         "diana-energy",
         "bundled",
         "diana",
-        (4e-9, 2e-8, 8e-8, 2e-7),
+        (0.1, 0.25, 0.5, 1.0),
         ("all-8bit", "min-cost-energy"),
         "energy",
         (0, 1, 1),
@@ -90,7 +92,7 @@ SWEEPS = (
         "darkside",
         "darkside_seed",
         "darkside",
-        (1e-8, 5e-8, 2e-7, 1e-6),
+        (0.25, 0.5, 1.0, 2.0),
         ("all-conv", "all-dw"),
         "latency",
         (1, 1, 1),

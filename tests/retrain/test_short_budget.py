@@ -26,6 +26,7 @@ from odimo.retrain.supernet import Supernet
 from odimo.retrain.trainer import TARGET_START, _task_loss, train
 from odimo.targets import get_target
 from odimo.targets.baselines import build_baseline
+from odimo.targets.costing import cost_table
 from odimo.targets.plan import plan_for_target
 
 Importer = Callable[[onnx.ModelProto, str], ImportedModel]
@@ -179,3 +180,25 @@ def test_a_cost_target_raises_lambda_until_the_search_is_cheap_enough(imported: 
     assert result.lam > 3 * settings.lam * TARGET_START
     searched = [record["cost"] for record in result.history]
     assert searched[-1] < searched[0] or searched[0] < corner  # the hard cost fell below the corner's
+
+
+def test_a_cost_target_settles_the_mapping_just_within_it(imported: Importer) -> None:
+    """--speedup: the discrete mapping costs at most corner / ratio, and giving any layer one more
+    channel on the accurate CU would exceed that (targets/settle.py)."""
+    supernet, reference, _ = _supernet(imported, "darkside")
+    target, layers = supernet.plan.target, supernet.plan.analysis.geometries
+    corner_cost, _ = supernet.corner_costs("latency")
+    ratio = 1.1
+    settings = SearchSettings(epochs=(0, 2, 0), lam=1e-3, target_ratio=ratio, batch_size=8, progress=False)
+    result = train(supernet, task(64), settings, reference=reference)
+    cost = cost_table(layers, target, result.mapping).total.cycles
+    assert cost <= corner_cost / ratio * (1 + 1e-9)
+    for name in supernet.searchable:
+        cus = list(result.mapping.layers[name])
+        if cus.count("cluster") == len(cus):
+            continue
+        first = cus.count("cluster")
+        more = Assignment(
+            target.name, result.mapping.layers | {name: ("cluster",) * (first + 1) + ("dwe",) * (len(cus) - first - 1)}
+        )
+        assert cost_table(layers, target, more).total.cycles > corner_cost / ratio, name
