@@ -10,6 +10,7 @@ siblings that never import each other.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -74,9 +75,15 @@ def obtain_assignment(
             {"float": None, "final": None},
             None,
         )
-    settings = replace(settings, checkpoint_dir=checkpoints, save_supernet_graph=supernet_graph_asked)
+    settings = replace(
+        settings,
+        checkpoint_dir=checkpoints,
+        save_supernet_graph=supernet_graph_asked,
+        source_sha256=imported.source_sha256,
+    )
     trained = search(imported, plan, settings, given[0] if given else None)
     model = set_weights(imported.model, trained.weights, trained.biases, trained.constants).model
+    tested = len(trained.test_data[1]) > 0
     return SearchOutcome(
         trained.mapping,
         given[1] if given else SEARCH,
@@ -84,12 +91,20 @@ def obtain_assignment(
         trained.substitutes,
         trained.quantized,
         trained.act_quant,
-        dict(trained.accuracy),
+        _measured(trained.accuracy, tested),
         None if given else trained.lam,
         Training(trained.phase_seconds, trained.history, settings.epochs, settings.data),
-        trained.test_data,
+        trained.test_data if tested else None,
         checked_supernet_graph(model, trained),
     )
+
+
+def _measured(accuracy: dict[str, float], tested: bool) -> dict[str, float | None]:
+    """Accuracies as the report states them: None (JSON null, "no test accuracy") where there was
+    nothing to measure on (data without a test part), never NaN, which is not JSON."""
+    return {
+        name: value if math.isfinite(value) and (tested or name == "val") else None for name, value in accuracy.items()
+    }
 
 
 def initial_substitutes(model: onnx.ModelProto, plan: TargetPlan, assignment: Assignment) -> dict[str, Substitute]:
