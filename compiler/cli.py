@@ -279,7 +279,7 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         from odimo.compiler.emit import OutputFile, write_atomically
         from odimo.compiler.pareto import pareto_json, pareto_plot, pareto_table, summarize
-        from odimo.compiler.preflight import check_settings
+        from odimo.compiler.preflight import check_settings, check_training
         from odimo.compiler.sweep import check_lambdas, check_sweep_folder, plan_points, run_sweep
         from odimo.retrain.settings import SearchSettings
         from odimo.targets import get_target
@@ -287,10 +287,9 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
 
         target = get_target(args.target)
         lambdas = check_lambdas(args.lambdas)
-        check_settings(
-            SearchSettings(data=args.data, epochs=args.epochs, seed=args.seed, limit_batches=args.limit_batches),
-            training=True,
-        )
+        settings = SearchSettings(data=args.data, epochs=args.epochs, seed=args.seed, limit_batches=args.limit_batches)
+        check_settings(settings)
+        check_training(settings, data=True)  # every point trains
         check_sweep_folder(args.output)
         known = [b.name for b in target.baselines if isinstance(b, MappingRecipe)]
         baselines = known if args.baselines == "all" else [b for b in (args.baselines or "").split(",") if b]

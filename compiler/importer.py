@@ -142,7 +142,9 @@ def _runnable(model: onnx.ModelProto) -> onnx.ModelProto:
     return unnamed
 
 
-def _read_bytes(path: Path) -> bytes:
+def require_model_file(path: Path) -> None:
+    """E101 when `path` is missing or a directory: checked first, so that a missing model is not
+    reported as the missing folder of its default output."""
     if not path.exists():
         raise MissingFileError(
             "the model file does not exist",
@@ -155,6 +157,10 @@ def _read_bytes(path: Path) -> bytes:
             str(path),
             "pass the .onnx file inside it",
         )
+
+
+def _read_bytes(path: Path) -> bytes:
+    require_model_file(path)
     try:
         return path.read_bytes()
     except OSError as exc:

@@ -83,7 +83,7 @@ def output_paths(
 
 def _written(paths: OutputPaths, emit: str, search_graph: Path | None, training: bool) -> dict[str, Path]:
     """Each path this compile may write, by the name a message gives it."""
-    named = {"the output (-o)": paths.model}
+    named = {"the output path": paths.model}
     if emit == "qdq":
         named["the float companion"] = paths.float_model
     named |= {"the report (--report)": paths.report, "the mapping": paths.mapping, "the plot": paths.plot}
@@ -130,9 +130,9 @@ def _same_file(a: Path, b: Path) -> bool:
 def _refuse_input(role: str, path: Path, inputs: list[tuple[Path, int]]) -> None:
     for file, _ in inputs:
         if _same_file(path, file):
-            what = "the input model" if file == inputs[0][0] else f"the input's external data file '{file.name}'"
+            what = "is the input model" if file == inputs[0][0] else f"is the input's external data file '{file.name}'"
             raise OutputCollisionError(
-                f"{role} would overwrite {what}; odimo never overwrites its input",
+                f"{role} {what}; odimo never overwrites its input",
                 str(path),
                 "choose another -o (or --report / --save-search-graph) path; the default is MODEL.<target>.onnx",
             )

@@ -22,12 +22,12 @@ import onnx
 from odimo.compiler.annotations import annotate_model
 from odimo.compiler.canonicalize import restore_signature
 from odimo.compiler.emit import OutputFile, check_onnx_file, model_bytes, write_atomically
-from odimo.compiler.importer import load_model
+from odimo.compiler.importer import load_model, require_model_file
 from odimo.compiler.lock import output_lock
 from odimo.compiler.outputs import OutputPaths, output_paths
 from odimo.compiler.partition import Partition, partition
 from odimo.compiler.plots import split_plot
-from odimo.compiler.preflight import check_mapping_file, check_settings
+from odimo.compiler.preflight import check_mapping_file, check_settings, check_training
 from odimo.compiler.report import CostGoal, Emission, MappingSummary, Report, coupling_rows, mapping_summary
 from odimo.compiler.search_stage import SEARCH, SearchOutcome, obtain_assignment
 from odimo.ir.assignment import Assignment
@@ -269,10 +269,13 @@ def compile(model: str | Path, options: CompileOptions) -> CompileResult:  # noq
     """Run every stage on `model`; options and output paths are checked before the first one, and
     the output is locked for the whole run (compiler/lock.py)."""
     source = Path(model)
+    require_model_file(source)
     target = get_target(options.target)
     emit = options.emit or target.default_emit
     training = options.mapping == SEARCH or options.train
-    check_settings(options.search, training)
+    check_settings(options.search)
+    if training:
+        check_training(options.search, data=options.train)
     if options.mapping != SEARCH and options.mapping.lower() not in _baseline_names(target):
         check_mapping_file(options.mapping)
     paths = output_paths(source, options.target, options.output, options.report, emit, options.supernet_graph, training)

@@ -23,9 +23,8 @@ MAX_SEED = 2**32 - 1
 _DEVICE = re.compile(r"(cpu|cuda(:\d+)?)")
 
 
-def check_settings(settings: SearchSettings, training: bool) -> None:
-    """The training record's values; data and device only matter (and are only checked) when
-    something will train."""
+def check_settings(settings: SearchSettings) -> None:
+    """The training record's values, whatever the mapping (a bad one is a bad command line)."""
     _require(math.isfinite(settings.lam) and settings.lam >= 0, "--lambda", settings.lam, "a finite number >= 0")
     if settings.target_ratio is not None:
         ok = math.isfinite(settings.target_ratio) and settings.target_ratio > 1
@@ -39,8 +38,15 @@ def check_settings(settings: SearchSettings, training: bool) -> None:
     _require(0 <= settings.seed <= MAX_SEED, "--seed", settings.seed, f"an integer in [0, {MAX_SEED}]")
     _require(settings.calibration_images >= 0, "--calibration-images", settings.calibration_images, "an integer >= 0")
     _require(settings.objective in ("latency", "energy"), "--objective", settings.objective, "latency or energy")
-    if training:
-        check_device(settings.device)
+
+
+def check_training(settings: SearchSettings, data: bool) -> None:
+    """What only a training uses: the device, and with `data` the data spec (its kind, that its
+    path exists, the size an .npz declares). A search leaves the data to the search stage: a model
+    none of whose layers can be split trains nothing and needs no data, which only the analysis
+    knows; the loader checks the same things before it reads anything."""
+    check_device(settings.device)
+    if data:
         check_data_spec(settings.data)
 
 

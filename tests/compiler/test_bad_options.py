@@ -53,11 +53,11 @@ def refused(main, argv: list[str], folder: Path, capsys: pytest.CaptureFixture[s
         (["--seed=-1"], "--seed must be an integer in [0, 4294967295]"),
         (["--seed", str(2**64)], "--seed must be an integer in [0, 4294967295]"),
         (["--device", "tpu"], "unknown device 'tpu'"),
-        (["--data", "bogus"], "unknown dataset spec 'bogus'"),
-        (["--data", "npz:/nonexistent/d.npz"], ".npz file not found"),
-        (["--data", "npz:"], "'npz:' names no path"),
-        (["--data", "cifar10:/nonexistent"], "CIFAR-10 folder not found"),
-        (["--data", "synthetic:9"], "unknown dataset spec 'synthetic:9'"),
+        (["--mapping", "all-8bit", "--train", "--data", "bogus"], "unknown dataset spec 'bogus'"),
+        (["--mapping", "all-8bit", "--train", "--data", "npz:/nonexistent/d.npz"], ".npz file not found"),
+        (["--mapping", "all-8bit", "--train", "--data", "npz:"], "'npz:' names no path"),
+        (["--mapping", "io-8bit", "--train", "--data", "cifar10:/nonexistent"], "CIFAR-10 folder not found"),
+        (["--mapping", "min-cost", "--train", "--data", "synthetic:9"], "unknown dataset spec 'synthetic:9'"),
     ],
 )
 def test_bad_option_values_are_refused_before_the_import(extra: list[str], said: str, not_onnx: Path, capsys) -> None:

@@ -125,8 +125,10 @@ def test_an_npz_declaring_more_than_memory_is_refused_before_loading(tmp_path: P
     with pytest.raises(DataError, match="the arrays declare 12.0 TiB"):
         load_npz(data)
     model = saved(builders.conv_bn_relu(), tmp_path)
-    code, err = run(cli.compile_main, [str(model), "--target", "diana", "--data", f"npz:{data}"], tmp_path, capsys)
-    assert code == "E140 bad-data" and "more than the" in err
+    for mapping in (["--mapping", "all-8bit", "--train"], []):  # refused up front, or by the search's loader
+        argv = [str(model), "--target", "diana", *mapping, "--data", f"npz:{data}"]
+        code, err = run(cli.compile_main, argv, tmp_path, capsys)
+        assert code == "E140 bad-data" and "more than the" in err
 
 
 def test_a_deeply_nested_mapping_is_e310(tmp_path: Path, capsys) -> None:

@@ -58,7 +58,7 @@ def model(tmp_path: Path) -> Path:
 def test_report_at_the_model_is_refused(model: Path, capsys) -> None:
     original = model.read_bytes()
     slug, err = refused([str(model), *BASE, "--report", str(model)], model.parent, capsys)
-    assert slug == "output-collision" and "the report (--report) would overwrite the input model" in err
+    assert slug == "output-collision" and "the report (--report) is the input model" in err
     assert model.read_bytes() == original
 
 
@@ -67,13 +67,13 @@ def test_float_companion_landing_on_the_input_is_refused(tmp_path: Path, capsys)
     model = tmp_path / "net.float.onnx"
     onnx.save(builders.conv_bn_relu(), str(model))
     slug, err = refused([str(model), *BASE, "-o", str(tmp_path / "net.onnx")], tmp_path, capsys)
-    assert slug == "output-collision" and "the float companion would overwrite the input model" in err
+    assert slug == "output-collision" and "the float companion is the input model" in err
 
 
 def test_search_graph_at_the_model_is_refused(model: Path, capsys) -> None:
     argv = [str(model), "--target", "diana", "--data", "synthetic", "--save-search-graph", str(model)]
     slug, err = refused(argv, model.parent, capsys)
-    assert slug == "output-collision" and "the search graph (--save-search-graph) would overwrite" in err
+    assert slug == "output-collision" and "the search graph (--save-search-graph) is the input model" in err
 
 
 @pytest.mark.parametrize("kind", ["hardlink", "symlink"])
@@ -81,7 +81,7 @@ def test_output_that_is_a_link_to_the_input_is_refused(kind: str, model: Path, c
     out = model.parent / "out.onnx"
     (os.link if kind == "hardlink" else os.symlink)(model, out)
     slug, err = refused([str(model), *BASE, "-o", str(out)], model.parent, capsys)
-    assert slug == "output-collision" and "the output (-o) would overwrite the input model" in err
+    assert slug == "output-collision" and "the output path is the input model" in err
 
 
 def test_output_over_the_inputs_external_data_is_refused(tmp_path: Path, capsys) -> None:
@@ -98,7 +98,7 @@ def test_output_over_the_inputs_external_data_is_refused(tmp_path: Path, capsys)
     [
         ("--report", "out.mapping.json", "the report (--report) and the mapping are the same file"),
         ("--report", "out.float.onnx", "the float companion and the report (--report) are the same file"),
-        ("--save-search-graph", "out.onnx", "the output (-o) and the search graph"),
+        ("--save-search-graph", "out.onnx", "the output path and the search graph"),
     ],
 )
 def test_two_outputs_on_one_path_are_refused(flag: str, name: str, said: str, model: Path, capsys) -> None:
@@ -253,3 +253,9 @@ def test_an_unwritable_output_folder_is_refused_before_any_work(
     assert "Traceback" not in done.stderr and done.stdout == ""
     assert parse_message(done.stderr, "odimo-compile").slug == "unwritable" and said in done.stderr
     assert (tmp_path / "after.txt").read_text() == ""
+
+
+def test_a_missing_model_is_e101_not_the_missing_folder_of_its_output(tmp_path: Path, capsys) -> None:
+    model = tmp_path / "nowhere" / "model.onnx"
+    slug, err = refused([str(model), *BASE], tmp_path, capsys)
+    assert slug == "missing-file" and "the model file does not exist" in err
