@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,7 @@ def save(
         "identity": json.dumps(made_by, sort_keys=True),
         "model": model,
         "optimizers": optimizers,
-        "state": json.dumps(state),
+        "state": json.dumps(state, default=_plain),
         "best_state": best_state,
         "torch_rng": torch.get_rng_state(),
         "numpy_rng_keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
@@ -93,12 +94,26 @@ def save(
         ) from None
 
 
+def _plain(value: Any) -> Any:
+    """numpy and torch numbers (and arrays) in the training history as JSON numbers (and lists)."""
+    if isinstance(value, (np.generic, np.ndarray, torch.Tensor)):
+        return value.tolist()
+    raise TypeError(f"a checkpoint's training state holds a {type(value).__name__}, which is not JSON")
+
+
 def load(path: Path, expected: dict[str, Any]) -> Checkpoint:
     """The checkpoint at `path`, if it is safe, well-formed and made by a run like this one; the
     numpy RNG is restored here (it needs no model)."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated file, a foreign format or a pickle with code in it
+    except pickle.UnpicklingError:  # torch's own text suggests weights_only=False: the opposite of safe
+        raise BadCheckpointError(
+            "cannot resume: the checkpoint holds Python objects besides tensors and plain values "
+            "(a pickle that could run code); it was not loaded",
+            str(path),
+            _DELETE,
+        ) from None
+    except Exception as exc:  # a truncated file or a foreign format
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BadCheckpointError(
             f"cannot resume: the checkpoint cannot be read safely ({first})", str(path), _DELETE
