@@ -23,15 +23,21 @@ def _run(prog: str, body: Callable[[], int]) -> int:
     except OdimoError as err:
         print(f"{prog}: {err.render()}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; nothing was written", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        kept = getattr(interrupt, "__notes__", [])
+        said = "; ".join(kept) if kept else "no output file was written"
+        print(f"{prog}: interrupted; {said}", file=sys.stderr)
         return 130
+    except MemoryError:
+        print(f"{prog}: error: out of memory; no output file was written", file=sys.stderr)
+        return 2
 
 
 def inspect_main(argv: Sequence[str] | None = None) -> int:
     """`odimo-inspect MODEL.onnx [--target diana|darkside] [--json]`."""
     parser = argparse.ArgumentParser(
         prog="odimo-inspect",
+        usage="odimo-inspect MODEL.onnx [--target diana|darkside] [--json]",
         description="Show each layer of an ONNX model, its coupling group and, with --target, its predicted cost.",
     )
     parser.add_argument("model", help="ONNX model file")
@@ -53,6 +59,7 @@ def compile_main(argv: Sequence[str] | None = None) -> int:
     """`odimo-compile MODEL.onnx --target T [--mapping M] [-o OUT.onnx] [--emit qdq|float] [--report R]`."""
     parser = argparse.ArgumentParser(
         prog="odimo-compile",
+        usage="odimo-compile MODEL.onnx --target diana|darkside [options] (see --help)",
         description="Partition an ONNX model's layers by output channel across the compute units of an SoC.",
     )
     parser.add_argument("model", help="trained float ONNX model")
@@ -79,7 +86,9 @@ def compile_main(argv: Sequence[str] | None = None) -> int:
     training.add_argument(
         "--data", default="fashion-mnist", help="fashion-mnist[:DIR], cifar10:DIR, npz:FILE or synthetic"
     )
-    training.add_argument("--epochs", default="0,1,1", help="warm-up,search,final epochs (the reference: 0,200,200)")
+    training.add_argument(
+        "--epochs", type=epochs, default="0,1,1", help="warm-up,search,final epochs (the reference: 0,200,200)"
+    )
     training.add_argument(
         "--lambda",
         dest="lam",
@@ -139,10 +148,10 @@ def compile_main(argv: Sequence[str] | None = None) -> int:
         from odimo.targets import get_target
 
         lam = args.lam if args.lam is not None else get_target(args.target).default_lambda
-        ratio, objective = _cost_goal(args)
+        ratio, objective = _cost_goal(parser, args)
         settings = SearchSettings(
             data=args.data,
-            epochs=_epochs(args.epochs),
+            epochs=args.epochs,
             lam=lam,
             target_ratio=ratio,
             objective=objective,
@@ -171,7 +180,7 @@ def compile_main(argv: Sequence[str] | None = None) -> int:
     return _run("odimo-compile", body)
 
 
-def _cost_goal(args: argparse.Namespace) -> tuple[float | None, str]:
+def _cost_goal(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[float | None, str]:
     """(target ratio, objective) from --speedup / --energy-saving, which each imply their objective."""
     for flag, ratio, objective in (
         ("--speedup", args.speedup, "latency"),
@@ -180,9 +189,9 @@ def _cost_goal(args: argparse.Namespace) -> tuple[float | None, str]:
         if ratio is None:
             continue
         if not math.isfinite(ratio) or ratio <= 1:
-            raise SystemExit(f"odimo-compile: error: {flag} takes a number above 1 (times cheaper), not {ratio:g}")
+            parser.error(f"{flag} takes a number above 1 (times cheaper), not {ratio:g}")
         if args.objective != "latency" and objective == "latency":
-            raise SystemExit("odimo-compile: error: --speedup targets latency; use --energy-saving for energy")
+            parser.error("--speedup targets latency; use --energy-saving for energy")
         return ratio, objective
     return None, args.objective
 
@@ -195,14 +204,15 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def _epochs(text: str) -> tuple[int, int, int]:
+def epochs(text: str) -> tuple[int, int, int]:
+    """`W,S,F`, three non-negative integers (an argparse type: a bad value is a usage error, exit 2)."""
     try:
         values = tuple(int(v) for v in text.split(","))
     except ValueError:
         values = ()
     if len(values) != 3 or min(values) < 0:
-        raise SystemExit(f"odimo-compile: error: --epochs takes three non-negative integers W,S,F, not '{text}'")
-    return values
+        raise argparse.ArgumentTypeError(f"takes three non-negative integers W,S,F, not '{text}'")
+    return values  # type: ignore[return-value]  # three, checked above
 
 
 def summary(report: Report) -> str:
@@ -218,10 +228,10 @@ def summary(report: Report) -> str:
     if report.goal is not None:
         lines.append(f"  {report.goal.line()}")
     if acc.get("final") is not None:
-        lines.append(
-            f"  accuracy: float {acc['float']:.2%} -> odimo {acc['final']:.2%} "
-            f"(onnxruntime {acc.get('onnx', float('nan')):.2%})"
-        )
+        onnx = f"{acc['onnx']:.2%}" if acc.get("onnx") is not None else "not measured"
+        lines.append(f"  accuracy: float {acc['float']:.2%} -> odimo {acc['final']:.2%} (onnxruntime {onnx})")
+    elif report.training is not None:
+        lines.append("  accuracy: no test accuracy (the data has no test part)")
     for baseline in report.summary.baselines:
         ratio = baseline.cycles / total.cycles if total.cycles else float("nan")
         lines.append(
@@ -236,6 +246,7 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
     """`odimo-sweep MODEL.onnx --target T --lambdas L1,L2,... [--baselines] [-o DIR] [--workers N] [--ray ADDRESS]`."""
     parser = argparse.ArgumentParser(
         prog="odimo-sweep",
+        usage="odimo-sweep MODEL.onnx --target diana|darkside --lambdas L1,L2,... [options] (see --help)",
         description=(
             "One odimo-compile per lambda (and per baseline, same budget), then the accuracy-cost Pareto front."
         ),
@@ -258,23 +269,33 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
         "--ray", metavar="ADDRESS", help="run the points as Ray tasks on this cluster ('auto' or 'local')"
     )
     parser.add_argument("--data", default="fashion-mnist")
-    parser.add_argument("--epochs", default="0,1,1")
+    parser.add_argument("--epochs", type=epochs, default="0,1,1")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit-batches", type=int)
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers takes an integer >= 1, not {args.workers}")
 
     def body() -> int:
         from odimo.compiler.emit import OutputFile, write_atomically
         from odimo.compiler.pareto import pareto_json, pareto_plot, pareto_table, summarize
-        from odimo.compiler.sweep import check_lambdas, plan_points, run_sweep
+        from odimo.compiler.preflight import check_settings, check_training
+        from odimo.compiler.sweep import check_lambdas, check_sweep_folder, plan_points, run_sweep
+        from odimo.retrain.settings import SearchSettings
         from odimo.targets import get_target
         from odimo.targets.baselines import MappingRecipe
 
         target = get_target(args.target)
+        lambdas = check_lambdas(args.lambdas)
+        settings = SearchSettings(data=args.data, epochs=args.epochs, seed=args.seed, limit_batches=args.limit_batches)
+        check_settings(settings)
+        check_training(settings, data=True)  # every point trains
+        check_sweep_folder(args.output)
         known = [b.name for b in target.baselines if isinstance(b, MappingRecipe)]
         baselines = known if args.baselines == "all" else [b for b in (args.baselines or "").split(",") if b]
-        points = plan_points(check_lambdas(args.lambdas), baselines)
-        extra = ["--objective", args.objective, "--data", args.data, "--epochs", args.epochs, "--seed", str(args.seed)]
+        points = plan_points(lambdas, baselines)
+        extra = ["--objective", args.objective, "--data", args.data, "--epochs", ",".join(map(str, args.epochs))]
+        extra += ["--seed", str(args.seed)]
         extra += ["--limit-batches", str(args.limit_batches)] if args.limit_batches else []
         results = run_sweep(args.model.resolve(), args.target, points, args.output, extra, args.workers, args.ray)
         summary = summarize(results, args.objective)

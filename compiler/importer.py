@@ -7,6 +7,8 @@ name its real problem (a PyTorch zip is "not ONNX", not "corrupt protobuf").
 from __future__ import annotations
 
 import hashlib
+import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,7 @@ from odimo.ir.errors import (
     OutputCountError,
     PreQuantizedError,
     ShapeInferenceError,
+    TensorTooLargeError,
     UnreadableFileError,
     UnsupportedIrVersionError,
     UnsupportedOpError,
@@ -43,10 +46,12 @@ from odimo.ir.errors import (
 )
 from odimo.ir.graph import opset_version, value_shape
 from odimo.ir.records import ImportedModel
+from odimo.ir.resources import available_memory, human_bytes
 from odimo.ir.verify import DYNAMIC_BATCH_PROBE, compare, probe_inputs, require_equivalent
 
 MIN_OPSET, MAX_OPSET = 13, 22
 MIN_IR = 7
+MEMORY_SHARE = 16  # one image's largest tensor may take at most this share of the available memory
 QUANTIZED_OPS = {
     "QuantizeLinear",
     "DequantizeLinear",
@@ -78,10 +83,12 @@ def load_model(path: str | Path, verify_seed: int = 0) -> ImportedModel:
     _check_full(model, path)
     _reject_quantized(model, path)
     _check_interface(model, path)
+    _require_memory(model.graph.input, path)
     _reject_unsupported(model, path, canonical=False)
     _reject_non_finite(model, path)
     canonical, rewrites = canonicalize(model)
     canonical = _infer_shapes_strict(canonical, path)
+    _require_memory([*canonical.graph.value_info, *canonical.graph.output], path)
     _reject_unsupported(canonical, path, canonical=True)
     _require_canonical_equivalent(_runnable(model), canonical, probe_inputs(model, verify_seed, count=4), path)
     return ImportedModel(
@@ -135,7 +142,9 @@ def _runnable(model: onnx.ModelProto) -> onnx.ModelProto:
     return unnamed
 
 
-def _read_bytes(path: Path) -> bytes:
+def require_model_file(path: Path) -> None:
+    """E101 when `path` is missing or a directory: checked first, so that a missing model is not
+    reported as the missing folder of its default output."""
     if not path.exists():
         raise MissingFileError(
             "the model file does not exist",
@@ -148,6 +157,10 @@ def _read_bytes(path: Path) -> bytes:
             str(path),
             "pass the .onnx file inside it",
         )
+
+
+def _read_bytes(path: Path) -> bytes:
+    require_model_file(path)
     try:
         return path.read_bytes()
     except OSError as exc:
@@ -298,6 +311,26 @@ def _check_interface(model: onnx.ModelProto, path: Path) -> None:
             str(path),
             "re-export with fixed C/H/W (only the batch may be dynamic), e.g. --input-shape x:1x3x32x32",
         )
+
+
+def _require_memory(values: Iterable[onnx.ValueInfoProto], path: Path) -> None:
+    """Refuse a tensor whose one image takes more than 1/MEMORY_SHARE of the available memory:
+    verification, calibration and training hold a batch of such tensors at once, and allocating
+    one first ends in MemoryError or the OOM killer instead of a message naming it."""
+    budget = available_memory() // MEMORY_SHARE
+    for info in values:
+        shape = value_shape(info)
+        dims = [d for d in shape[1:] if isinstance(d, int)]
+        elem = info.type.tensor_type.elem_type
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(elem).itemsize if elem else 4
+        size = math.prod(dims) * itemsize
+        if size > budget:
+            raise TensorTooLargeError(
+                f"tensor '{info.name}' of shape {list(shape)} takes {human_bytes(size)} per image, more than "
+                f"this machine can hold in a batch ({human_bytes(available_memory())} available)",
+                str(path),
+                "export the model at the input size it is trained and deployed at (e.g. 1x3x32x32)",
+            )
 
 
 def _reject_unsupported(model: onnx.ModelProto, path: Path, canonical: bool) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from odimo.compiler.importer import load_model
 from odimo.ir.analysis import Analysis, analyse
+from odimo.ir.text import printable
 from odimo.targets import get_target
 from odimo.targets.baselines import baseline_costs
 from odimo.targets.costing import CostTable
@@ -84,8 +85,13 @@ def _layer_rows(analysis: Analysis) -> list[dict[str, Any]]:
     return rows
 
 
+MAX_CELL = 120  # characters of a name in the table; --json carries it whole
+
+
 def render_table(report: dict[str, Any]) -> str:
-    """A fixed-width table a human reads in a terminal; the JSON form carries the same data."""
+    """A fixed-width table a human reads in a terminal; the JSON form carries the same data. Names
+    come from the model, so each cell is escaped (a name with an escape code could clear the
+    screen) and bounded."""
     header = ["layer", "op", "kind", "cin->cout", "k", "s", "g", "out", "group"]
     extra = [k for k in ("support", "policy") if any(k in row for row in report["layers"])]
     baselines = [b["name"] for b in report.get("baselines", [])]
@@ -105,7 +111,7 @@ def render_table(report: dict[str, Any]) -> str:
             group,
         ]
         cycles = [_cycles(row.get("cycles", {}).get(name)) for name in baselines]
-        rows.append(cells + [str(row.get(k, "")) for k in extra] + cycles)
+        rows.append([printable(c, MAX_CELL) for c in cells + [str(row.get(k, "")) for k in extra]] + cycles)
     if baselines:
         total = (
             ["total"] + [""] * (len(header) - len(baselines) - 1) + [_cycles(b["cycles"]) for b in report["baselines"]]
@@ -113,13 +119,13 @@ def render_table(report: dict[str, Any]) -> str:
         rows.append(total)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = [
-        f"{report['model']}: input {report['input']['name']} {'x'.join(map(str, report['input']['shape']))}, "
-        f"opset {report['opset']}"
+        f"{printable(report['model'])}: input {printable(report['input']['name'])} "
+        f"{'x'.join(map(str, report['input']['shape']))}, opset {report['opset']}"
     ]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
     lines += [
         f"  {b['name']}: {b['cycles']:,.2f} cycles, {b['energy_uj']:.3f} µJ"
-        + (f" ({'; '.join(b['notes'])})" if b["notes"] else "")
+        + (f" ({printable('; '.join(b['notes']))})" if b["notes"] else "")
         for b in report.get("baselines", [])
     ]
     return "\n".join(lines)

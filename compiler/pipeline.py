@@ -22,10 +22,12 @@ import onnx
 from odimo.compiler.annotations import annotate_model
 from odimo.compiler.canonicalize import restore_signature
 from odimo.compiler.emit import OutputFile, check_onnx_file, model_bytes, write_atomically
-from odimo.compiler.importer import load_model
+from odimo.compiler.importer import load_model, require_model_file
+from odimo.compiler.lock import output_lock
 from odimo.compiler.outputs import OutputPaths, output_paths
 from odimo.compiler.partition import Partition, partition
 from odimo.compiler.plots import split_plot
+from odimo.compiler.preflight import check_mapping_file, check_settings, check_training
 from odimo.compiler.report import CostGoal, Emission, MappingSummary, Report, coupling_rows, mapping_summary
 from odimo.compiler.search_stage import SEARCH, SearchOutcome, obtain_assignment
 from odimo.ir.assignment import Assignment
@@ -35,7 +37,7 @@ from odimo.ir.verify import Comparison, onnx_accuracy, probe_inputs, require_equ
 from odimo.passes.act_quant import insert_act_quant
 from odimo.retrain.settings import SearchSettings
 from odimo.targets import Target, get_target
-from odimo.targets.baselines import baseline_costs, corner
+from odimo.targets.baselines import MappingRecipe, baseline_costs, corner
 from odimo.targets.costing import CostTable, cost_table
 from odimo.targets.mapping import validate_mapping
 from odimo.targets.plan import TargetPlan, plan_for_target
@@ -264,22 +266,41 @@ STAGES: tuple[tuple[str, Callable[[Any], Any]], ...] = (
 
 
 def compile(model: str | Path, options: CompileOptions) -> CompileResult:  # noqa: A001 - the verb users expect
-    """Run every stage on `model`; options and output paths are checked before the first one."""
+    """Run every stage on `model`; options and output paths are checked before the first one, and
+    the output is locked for the whole run (compiler/lock.py)."""
     source = Path(model)
+    require_model_file(source)
     target = get_target(options.target)
     emit = options.emit or target.default_emit
-    paths = output_paths(source, options.target, options.output, options.report, emit)
+    training = options.mapping == SEARCH or options.train
+    check_settings(options.search)
+    if training:
+        check_training(options.search, data=options.train)
+    if options.mapping != SEARCH and options.mapping.lower() not in _baseline_names(target):
+        check_mapping_file(options.mapping)
+    paths = output_paths(source, options.target, options.output, options.report, emit, options.supernet_graph, training)
     record: Any = Request(source, options, target, emit, paths)
     completed: list[str] = []
-    for name, stage in STAGES:
+    with output_lock(paths.model):
         try:
-            record = stage(record)
-        except OdimoError:
+            for name, stage in STAGES:
+                try:
+                    record = stage(record)
+                except OdimoError:
+                    raise
+                except Exception as exc:  # anything else is our bug; say where it happened
+                    raise InternalError(name, tuple(completed), exc) from exc
+                completed.append(name)
+        except BaseException as exc:  # an error or an interrupt: say what was kept
+            checkpoint = paths.checkpoints / "last.pt"
+            if checkpoint.is_file():
+                exc.add_note(f"kept: the checkpoint {checkpoint}; no other output was written")
             raise
-        except Exception as exc:  # anything else is our bug; say where it happened
-            raise InternalError(name, tuple(completed), exc) from exc
-        completed.append(name)
     return record
+
+
+def _baseline_names(target: Target) -> set[str]:
+    return {b.name.lower() for b in target.baselines if isinstance(b, MappingRecipe)}
 
 
 def _disk_check(written: onnx.ModelProto, probes: np.ndarray) -> Callable[[Path], None]:

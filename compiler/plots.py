@@ -10,9 +10,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # the backend must be chosen first
 
 from odimo.compiler.report import Report
+from odimo.ir.text import printable
 from odimo.targets import get_target
 
 HOST_COLOR = "#7f7f7f"
+MAX_LABEL = 60  # characters of a layer name on the x axis
+
+
+def _label(name: str) -> str:
+    """A name from the model or a file name as plot text: control characters escaped, bounded, and
+    `$` escaped so matplotlib does not parse it as mathtext."""
+    return printable(name, MAX_LABEL).replace("$", r"\$")
 
 
 def split_plot(report: Report) -> bytes:
@@ -21,7 +29,7 @@ def split_plot(report: Report) -> bytes:
     rows = [r for r in summary.layers if r.role != "host"]
     cus = summary.cus
     colors = {cu.name: cu.color for cu in get_target(summary.target).cu_table} | {"host": HOST_COLOR}
-    names = [r.name for r in rows]
+    names = [_label(r.name) for r in rows]
     x = range(len(rows))
     # Fixed margins sized to the longest rotated name (0.055 in per x-small character): drawing the
     # figure once more for tight_layout cost more than the rest of a small model's compile.
@@ -42,7 +50,7 @@ def split_plot(report: Report) -> bytes:
         bottoms = [b + f for b, f in zip(bottoms, fractions)]
     top.set_ylabel("channel fraction")
     top.legend(loc="upper right", fontsize="small")
-    top.set_title(f"{summary.target}: {report.mapping} — {summary.total.cycles:,.0f} cycles")
+    top.set_title(f"{summary.target}: {_label(report.mapping)} — {summary.total.cycles:,.0f} cycles")
     width = 0.8 / len(cus)
     for k, cu in enumerate(cus):
         cycles = [max((r.cycles or {}).get(cu, 0.0), 0.0) for r in rows]

@@ -205,7 +205,8 @@ class Report:
         return data
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n"
+        # allow_nan=False: NaN is not JSON; a number odimo could not measure is None (null)
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True, allow_nan=False) + "\n"
 
 
 def mapping_summary(

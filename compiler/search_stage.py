@@ -10,6 +10,7 @@ siblings that never import each other.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -65,9 +66,15 @@ def obtain_assignment(
     given = _given(mapping, plan)
     if given is not None and not train:
         return _untrained(imported, plan, settings, *given)
-    settings = replace(settings, checkpoint_dir=checkpoints, save_supernet_graph=supernet_graph_asked)
+    settings = replace(
+        settings,
+        checkpoint_dir=checkpoints,
+        save_supernet_graph=supernet_graph_asked,
+        source_sha256=imported.source_sha256,
+    )
     trained = search(imported, plan, settings, given[0] if given else None)
     model = set_weights(imported.model, trained.weights, trained.biases, trained.constants).model
+    tested = len(trained.test_data[1]) > 0
     return SearchOutcome(
         trained.mapping,
         given[1] if given else SEARCH,
@@ -75,10 +82,10 @@ def obtain_assignment(
         trained.substitutes,
         trained.quantized,
         trained.act_quant,
-        dict(trained.accuracy),
+        _measured(trained.accuracy, tested),
         None if given else trained.lam,
         Training(trained.phase_seconds, trained.history, settings.epochs, settings.data),
-        trained.test_data,
+        trained.test_data if tested else None,
         checked_supernet_graph(model, trained),
     )
 
@@ -105,6 +112,7 @@ def _untrained(
             notes = (f"not calibrated: {exc.what}; give --data that fits the model to calibrate the quantized layers",)
         else:
             model = set_weights(imported.model, calibrated.weights, calibrated.biases, calibrated.constants).model
+            tested = len(calibrated.test_data[1]) > 0
             return SearchOutcome(
                 calibrated.mapping,
                 label,
@@ -112,9 +120,9 @@ def _untrained(
                 calibrated.substitutes,
                 calibrated.quantized,
                 calibrated.act_quant,
-                dict(calibrated.accuracy),
+                _measured(calibrated.accuracy, tested),
                 None,
-                test_data=calibrated.test_data,
+                test_data=calibrated.test_data if tested else None,
                 notes=(f"calibrated on {settings.calibration_images} training images of {settings.data}, not trained",),
             )
     return SearchOutcome(
@@ -128,6 +136,16 @@ def _untrained(
         None,
         notes=notes,
     )
+
+
+def _measured(accuracy: dict[str, float | None], tested: bool) -> dict[str, float | None]:
+    """Accuracies as the report states them: None (JSON null, "no test accuracy") where there was
+    nothing to measure on (data without a test part, or no training step for "val"), never NaN,
+    which is not JSON."""
+    return {
+        name: value if value is not None and math.isfinite(value) and (tested or name == "val") else None
+        for name, value in accuracy.items()
+    }
 
 
 def initial_substitutes(model: onnx.ModelProto, plan: TargetPlan, assignment: Assignment) -> dict[str, Substitute]:

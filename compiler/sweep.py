@@ -8,6 +8,8 @@ sweep resumes where it stopped. Points run in a local process pool, or as Ray ta
 from __future__ import annotations
 
 import json
+import math
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from odimo.ir.errors import BadLambdasError, NoRayError
+from odimo.ir.errors import BadLambdasError, NoRayError, UnusableOutputPathError, UnwritableOutputError
 
 
 @dataclass(frozen=True)
@@ -142,9 +144,25 @@ def check_lambdas(text: str) -> list[float]:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         values = []
-    if not values or any(v < 0 for v in values):
+    if not values or any(not math.isfinite(v) or v < 0 for v in values):
         raise BadLambdasError(
-            f"--lambdas '{text}' is not a comma-separated list of non-negative numbers",
-            fix="e.g. --lambdas 0,1e-8,1e-7",
+            f"--lambdas '{text}' is not a comma-separated list of finite non-negative numbers",
+            f"--lambdas {text}",
+            "e.g. --lambdas 0,0.25,0.5,1",
         )
     return values
+
+
+def check_sweep_folder(root: Path) -> None:
+    """`-o` is a folder (made if missing) in a writable parent, not a file."""
+    if root.exists() and not root.is_dir():
+        raise UnusableOutputPathError(
+            "the sweep's -o is a file; it must be a folder", str(root), "choose a folder name, e.g. -o sweep"
+        )
+    existing = root if root.is_dir() else root.parent
+    if not existing.is_dir():
+        raise UnusableOutputPathError(
+            "the folder above the sweep's -o does not exist", str(existing), "create it first"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UnwritableOutputError("the sweep folder is not writable", str(existing), "choose a writable -o")

@@ -43,6 +43,8 @@ class Assignment:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise mapping_error(f"not JSON ({exc})", source) from None
+        except RecursionError:  # json recurses per nesting level; a mapping is 3 levels deep
+            raise mapping_error("the JSON is nested too deeply to be a mapping", source) from None
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             found = data.get("schema") if isinstance(data, dict) else type(data).__name__
             raise mapping_error(f"schema is {found!r}, expected {SCHEMA!r}", source)

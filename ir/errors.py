@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-BUG_FIX = "this is a bug in odimo; please report it with the model (nothing was written)"
+from odimo.ir.text import printable
+
+BUG_FIX = "this is a bug in odimo; please report it with the model (no output file was written)"
 
 
 class OdimoError(Exception):
@@ -36,12 +38,15 @@ class OdimoError(Exception):
         super().__init__(self.render())
 
     def render(self) -> str:
-        """The message as the CLI prints it: first line what, then where and fix, indented."""
-        lines = [f"error {self.code} {self.slug}: {self.what}"]
+        """The message as the CLI prints it: first line what, then where and fix, indented, then a
+        note of what was kept (a checkpoint) if any. Each field is escaped and bounded (ir/text.py):
+        they quote names and files the user gave, which may hold escape codes or megabytes."""
+        lines = [f"error {self.code} {self.slug}: {printable(self.what)}"]
         if self.where:
-            lines.append(f"  where: {self.where}")
+            lines.append(f"  where: {printable(self.where)}")
         if self.fix:
-            lines.append(f"  fix: {self.fix}")
+            lines.append(f"  fix: {printable(self.fix)}")
+        lines += [f"  {printable(note)}" for note in getattr(self, "__notes__", ())]
         return "\n".join(lines)
 
 
@@ -189,6 +194,13 @@ class FixedBatchError(ModelImportError):
     slug = "fixed-batch"
 
 
+class TensorTooLargeError(ModelImportError):
+    """A declared tensor of one image is too large for this machine's memory."""
+
+    code = "E118"
+    slug = "too-large"
+
+
 class NoSearchableLayerError(OdimoError):
     """The model has nothing to map."""
 
@@ -207,6 +219,27 @@ class UnusableOutputPathError(OutputPathError):
     slug = "output-path"
 
 
+class OutputCollisionError(OutputPathError):
+    """Two paths odimo would write are the same file, or one is the input or its external data."""
+
+    code = "E130"
+    slug = "output-collision"
+
+
+class UnwritableOutputError(OutputPathError):
+    """An output cannot be written: read-only folder, no permission, a full disk."""
+
+    code = "E130"
+    slug = "unwritable"
+
+
+class OutputLockedError(OutputPathError):
+    """Another odimo-compile is writing the same output."""
+
+    code = "E130"
+    slug = "output-locked"
+
+
 class UnknownEmitModeError(OutputPathError):
     """The emission mode is not one odimo knows."""
 
@@ -219,6 +252,13 @@ class DataError(OdimoError):
 
     code = "E140"
     slug = "bad-data"
+
+
+class BadOptionError(OdimoError):
+    """An option value outside what odimo accepts (λ, epochs, batch size, seed, device...)."""
+
+    code = "E160"
+    slug = "bad-option"
 
 
 class TargetError(OdimoError):
@@ -308,6 +348,13 @@ class BadCheckpointError(TrainingError):
 
     code = "E330"
     slug = "bad-checkpoint"
+
+
+class ForeignCheckpointError(TrainingError):
+    """The checkpoint to resume from was made for another model or other settings."""
+
+    code = "E330"
+    slug = "foreign-checkpoint"
 
 
 class VerificationError(OdimoError):

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from odimo.ir.errors import DataError
+from odimo.ir.resources import available_memory, human_bytes
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_FILES = {
@@ -247,6 +248,7 @@ def load_npz(path: Path | str) -> Dataset:
     """
     path = Path(path)
     fix = "save the arrays with np.savez(path, x=..., y=..., x_test=..., y_test=...)"
+    _require_memory_for(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
@@ -258,9 +260,9 @@ def load_npz(path: Path | str) -> Dataset:
         raise DataError(f"{path.name} has arrays {sorted(arrays)}, needs 'x' and 'y'", str(path), fix)
     if ("x_test" in arrays) != ("y_test" in arrays):
         raise DataError(f"{path.name} has only one of 'x_test' and 'y_test'", str(path), fix)
-    x_train, y_train = _npz_pair(arrays["x"], arrays["y"], "x", path)
+    x_train, y_train = _npz_pair(arrays["x"], arrays["y"], ("x", "y"), path)
     if "x_test" in arrays:
-        x_test, y_test = _npz_pair(arrays["x_test"], arrays["y_test"], "x_test", path)
+        x_test, y_test = _npz_pair(arrays["x_test"], arrays["y_test"], ("x_test", "y_test"), path)
         if x_test.shape[1:] != x_train.shape[1:]:
             raise DataError(
                 f"{path.name}: x_test images {x_test.shape[1:]} differ from x images {x_train.shape[1:]}",
@@ -282,34 +284,107 @@ def load_npz(path: Path | str) -> Dataset:
     return dataset
 
 
-def _npz_pair(x: np.ndarray, y: np.ndarray, key: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
-    where = f"{path} (array '{key}')"
+def _npz_pair(x: np.ndarray, y: np.ndarray, keys: tuple[str, str], path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels of one part; each problem names the array that holds it."""
+    x_where, y_where = (f"{path} (array '{key}')" for key in keys)
     if x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4 or x.shape[0] == 0:
         raise DataError(
             f"images have shape {x.shape}, expected (N, C, H, W) or (N, H, W) with N > 0",
-            where,
+            x_where,
             "store images channels-first",
         )
-    if y.shape != (len(x),) or y.dtype.kind not in "iu":
+    if y.dtype.kind not in "iu":
         raise DataError(
-            f"labels have shape {y.shape} and dtype {y.dtype} for {len(x)} images",
-            where,
+            f"labels are {y.dtype}, not integers",
+            y_where,
+            "store labels as class indices, e.g. y.astype(np.int64)",
+        )
+    if y.shape != (len(x),):
+        raise DataError(
+            f"labels have shape {y.shape} for {len(x)} images",
+            y_where,
             "store labels as a 1-D integer array, one per image",
         )
     if x.dtype == np.uint8:
         return _to_float(x), y.astype(np.int64)
     if x.dtype.kind != "f":
-        raise DataError(f"images have dtype {x.dtype}", where, "store images as uint8 or float")
+        raise DataError(f"images have dtype {x.dtype}", x_where, "store images as uint8 or float")
     x = x.astype(np.float32)
-    if not np.isfinite(x).all() or x.min() < 0.0 or x.max() > 1.0:
+    finite = np.isfinite(x)
+    if not finite.all():
+        nan, inf = int(np.isnan(x).sum()), int((~finite).sum() - np.isnan(x).sum())
         raise DataError(
-            f"float images span [{np.nanmin(x):.4g}, {np.nanmax(x):.4g}], not [0, 1]",
-            where,
+            f"images hold {nan:,} NaN and {inf:,} Inf pixel values",
+            x_where,
+            "replace them (np.nan_to_num) or drop those images",
+        )
+    if x.min() < 0.0 or x.max() > 1.0:
+        raise DataError(
+            f"float images span [{x.min():.4g}, {x.max():.4g}], not [0, 1]",
+            x_where,
             "store unnormalised images scaled to [0, 1] (or as uint8)",
         )
     return x, y.astype(np.int64)
+
+
+def npz_declared_bytes(path: Path) -> int:
+    """What loading `path` will allocate: each array's size as its .npy header declares it (uint8
+    images become float32), read without decompressing any data."""
+    total = 0
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.namelist():
+            if not member.endswith(".npy"):
+                continue
+            with archive.open(member) as stream:
+                version = np.lib.format.read_magic(stream)
+                read_header = np.lib.format.read_array_header_1_0
+                if version != (1, 0):
+                    read_header = np.lib.format.read_array_header_2_0
+                shape, _, dtype = read_header(stream, max_header_size=1 << 20)
+            total += int(np.prod(shape, dtype=object)) * max(dtype.itemsize, 4)
+    return total
+
+
+def _require_memory_for(path: Path) -> None:
+    """Refuse an .npz whose arrays could not be held twice (the file's and the float copy)."""
+    try:
+        declared = npz_declared_bytes(path)
+    except (OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile):
+        return  # not a readable archive: np.load below says so, naming the file
+    budget = available_memory() // 2
+    if declared > budget:
+        raise DataError(
+            f"the arrays declare {human_bytes(declared)}, more than the {human_bytes(budget)} this machine can hold",
+            str(path),
+            "use a subset of the data (np.savez with fewer images) or a machine with more memory",
+        )
+
+
+def check_data_spec(spec: str) -> None:
+    """`spec` names a source that exists (the files themselves are read when training starts)."""
+    kind, _, arg = spec.partition(":")
+    kind = kind.strip().lower()
+    usage = "use fashion-mnist[:/dir], cifar10:/dir, npz:/file.npz or synthetic"
+    if kind not in ("fashion-mnist", "cifar10", "npz", "synthetic") or (kind == "synthetic" and arg):
+        raise DataError(f"unknown dataset spec '{spec}'", f"--data {spec}", usage)
+    if kind in ("cifar10", "npz") and not arg:
+        raise DataError(f"'{spec}' names no path", f"--data {spec}", f"write {kind}:/path")
+    if kind == "npz":
+        if not Path(arg).is_file():
+            raise DataError(".npz file not found", arg, "pass npz:/path/to/file.npz")
+        _require_memory_for(Path(arg))
+    if kind == "fashion-mnist" and not Path(arg or FASHION_MNIST_DIR).is_dir():
+        raise DataError(
+            "Fashion-MNIST folder not found",
+            arg or str(FASHION_MNIST_DIR),
+            "install Debian's fashion-mnist data package, pass fashion-mnist:/path or use --data synthetic",
+        )
+    if kind == "cifar10" and not Path(arg).is_dir():
+        raise DataError(
+            "CIFAR-10 folder not found", arg, "pass cifar10:/path to the extracted cifar-10-batches-py folder"
+        )
 
 
 # --------------------------------------------------------------------------------------- synthetic

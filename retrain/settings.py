@@ -29,3 +29,4 @@ class SearchSettings:
     save_supernet_graph: bool = False
     distill: bool = True  # the imported float model teaches every phase (KL on logits)
     calibration_images: int = 256  # training images that calibrate the quantized layers; 0: none
+    source_sha256: str = ""  # of the model file trained: a checkpoint of another model is refused

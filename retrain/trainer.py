@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from tqdm import tqdm
 
 from odimo.ir.assignment import Assignment
 from odimo.ir.errors import BadCheckpointError, NonFiniteLossError
+from odimo.retrain import checkpoint as checkpoints
 from odimo.retrain.augment import augment
 from odimo.retrain.bridge import OnnxModule
 from odimo.retrain.calibrate import calibrate
@@ -114,8 +114,9 @@ def _train(
     steps = {"warmup": warmup * per_epoch, "search": search * per_epoch, "final": final * per_epoch}
     optimizers = build_optimizers(supernet, steps)
     checkpoint = config.checkpoint_dir / "last.pt" if config.checkpoint_dir else None
+    made_by = checkpoints.identity(config, supernet.plan.target.name, fixed_mapping)
     if config.resume and checkpoint is not None and checkpoint.exists():
-        state = _load_checkpoint(checkpoint, supernet, optimizers)
+        state = _load_checkpoint(checkpoint, supernet, optimizers, made_by)
     elif fixed_mapping is not None:
         state.mapping = dict(fixed_mapping.layers)
         supernet.fix_mapping(fixed_mapping)
@@ -139,7 +140,7 @@ def _train(
             state.phase_seconds[phase] += time.perf_counter() - started
             _after_epoch(supernet, state, phase, record)
             if checkpoint is not None:
-                _save_checkpoint(checkpoint, supernet, optimizers, state)
+                _save_checkpoint(checkpoint, supernet, optimizers, state, made_by)
     if state.mapping is None:
         _discretize(supernet, state, config, search > 0)
         supernet.fix_mapping(Assignment(supernet.plan.target.name, state.mapping))
@@ -376,36 +377,34 @@ def _lambda_at(supernet: Supernet, config: SearchSettings, phase: str, t: float)
 # --- checkpoints ---------------------------------------------------------------------------------
 
 
-def _save_checkpoint(path: Path, supernet: Supernet, optimizers: dict[str, Stepper], state: TrainState) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "model": supernet.state_dict(),
-        "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-        "state": state.__dict__,
-        "torch_rng": torch.get_rng_state(),
-        "numpy_rng": np.random.get_state(),
-    }
-    staging = path.with_suffix(".tmp")
-    torch.save(payload, staging)
-    os.replace(staging, path)
+def _save_checkpoint(
+    path: Path, supernet: Supernet, optimizers: dict[str, Stepper], state: TrainState, made_by: dict[str, Any]
+) -> None:
+    optimizer_states = {k: o.state_dict() for k, o in optimizers.items()}
+    checkpoints.save(path, made_by, supernet.state_dict(), optimizer_states, dict(state.__dict__))
 
 
-def _load_checkpoint(path: Path, supernet: Supernet, optimizers: dict[str, Stepper]) -> TrainState:
+def _load_checkpoint(
+    path: Path, supernet: Supernet, optimizers: dict[str, Stepper], made_by: dict[str, Any]
+) -> TrainState:
+    """Restore the run `path` holds into `supernet` and `optimizers` (retrain/checkpoint.py checks
+    that it is safe and belongs to this run; here, that it fits this supernet)."""
+    saved = checkpoints.load(path, made_by)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # any unreadable checkpoint gets one message
+        state = TrainState(**saved.state, best_state=saved.best_state)
+        if state.mapping is not None:
+            state.mapping = {name: tuple(cus) for name, cus in state.mapping.items()}
+            # A checkpoint of the final phase holds the one-hot `fixed` buffers: give them their shape.
+            supernet.fix_mapping(Assignment(supernet.plan.target.name, state.mapping))
+        supernet.load_state_dict(saved.model)
+        for key, optimizer in optimizers.items():
+            optimizer.load_state_dict(saved.optimizers[key])
+        torch.set_rng_state(saved.torch_rng)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BadCheckpointError(
-            f"cannot resume: the checkpoint cannot be read ({exc})",
+            f"cannot resume: the checkpoint does not fit this model ({reason})",
             str(path),
             "delete the checkpoint folder to start over",
         ) from None
-    mapping = payload["state"]["mapping"]
-    if mapping is not None:
-        # A checkpoint of the final phase holds the one-hot `fixed` buffers: give them their shape.
-        supernet.fix_mapping(Assignment(supernet.plan.target.name, mapping))
-    supernet.load_state_dict(payload["model"])
-    for key, optimizer in optimizers.items():
-        optimizer.load_state_dict(payload["optimizers"][key])
-    torch.set_rng_state(payload["torch_rng"])
-    np.random.set_state(payload["numpy_rng"])
-    return TrainState(**payload["state"])
+    return state

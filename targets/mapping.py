@@ -14,9 +14,20 @@ from odimo.ir.assignment import Assignment, mapping_error
 from odimo.ir.geometry import LayerGeometry
 from odimo.targets.base import LayerSupport, Role, Target
 
+# A mapping holds one CU name per output channel: a ResNet-50 needs ~300 KB. A bigger file is a
+# wrong file, refused before it is read (a 100 MB one made a 281 MB error message).
+MAX_MAPPING_BYTES = 16 << 20
+
 
 def load_mapping(path: str | PathLike[str]) -> Assignment:
     try:
+        size = Path(path).stat().st_size
+        if size > MAX_MAPPING_BYTES:
+            raise mapping_error(
+                f"the mapping file is {size:,} bytes, more than the {MAX_MAPPING_BYTES:,} a mapping can need",
+                str(path),
+                "pass the mapping.json odimo-compile wrote, or a baseline name",
+            )
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise mapping_error(f"cannot read the mapping file ({exc})", str(path)) from None

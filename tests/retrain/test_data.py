@@ -209,7 +209,7 @@ def test_npz_float_images_with_test_part_and_num_classes(tmp_path: Path) -> None
     [
         ({"x": np.zeros((2, 1, 4, 4))}, r"needs 'x' and 'y'"),
         ({"x": np.full((2, 1, 4, 4), 2.0), "y": np.zeros(2, int)}, r"span \[2, 2\], not \[0, 1\]"),
-        ({"x": np.zeros((2, 1, 4, 4)), "y": np.zeros(2)}, r"dtype float64 for 2 images"),
+        ({"x": np.zeros((2, 1, 4, 4)), "y": np.zeros(2)}, r"labels are float64, not integers"),
         ({"x": np.zeros((2, 1, 4, 4)), "y": np.zeros(3, int)}, r"labels have shape \(3,\)"),
         ({"x": np.zeros((2, 4)), "y": np.zeros(2, int)}, r"images have shape \(2, 4\)"),
         ({"x": np.zeros((2, 1, 4, 4)), "y": np.zeros(2, int), "x_test": np.zeros((1, 1, 4, 4))},

@@ -54,8 +54,9 @@ def _test_images(model_path: Path) -> tuple[np.ndarray, np.ndarray]:
 def _supernet_from_checkpoint(model_path: Path, target: str, checkpoint: Path) -> Supernet:
     source = load_model(model_path)
     supernet = Supernet(source.model, plan_for_target(source.model, get_target(target)))
-    payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    supernet.fix_mapping(Assignment(target, payload["state"]["mapping"]))
+    payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    mapping = json.loads(payload["state"])["mapping"]
+    supernet.fix_mapping(Assignment(target, {name: tuple(cus) for name, cus in mapping.items()}))
     supernet.load_state_dict(payload["model"])
     return supernet.eval()
 
