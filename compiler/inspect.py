@@ -63,6 +63,8 @@ def _compiled_report(path: Path, model: onnx.ModelProto, target_name: str | None
     return {
         "model": path.name,
         "compiled": True,
+        # Which of the two files this is: odimo labels both with the run's mode (odimo.emit).
+        "file": "qdq" if any(n.op_type == "DequantizeLinear" for n in model.graph.node) else "float",
         "opset": opset_version(model),
         "producer": {"name": model.producer_name, "version": model.producer_version},
         "input": {"name": images[0].name, "shape": list(value_shape(images[0]))} if images else None,
@@ -172,7 +174,7 @@ def _render_compiled(report: dict[str, Any]) -> str:
     the report's totals and the baselines, as `odimo-compile` printed them."""
     odimo, image = report["odimo"], report["input"]
     head = f"{report['model']}: odimo {odimo.get('version', '?')} output for {odimo.get('target', '?')}"
-    head += f" (emit {odimo['emit']})" if "emit" in odimo else ""
+    head += f", {report['file']} file" + (f" (run's emit: {odimo['emit']})" if "emit" in odimo else "")
     head += f", input {image['name']} {'x'.join(map(str, image['shape']))}" if image else ""
     head += f", opset {report['opset']}, producer {report['producer']['name']} {report['producer']['version']}"
     lines = [head.rstrip()] + ([report["summary"]] if report["summary"] else [])

@@ -58,12 +58,13 @@ def error(path: Path, capsys: pytest.CaptureFixture[str], *args: str) -> str:
     return err
 
 
-@pytest.mark.parametrize(("which", "stored"), [("model", "int8"), ("float_model", "float32")])
+@pytest.mark.parametrize(("which", "stored", "file"), [("model", "int8", "qdq"), ("float_model", "float32", "float")])
 def test_inspect_shows_the_partition_of_both_outputs(
-    diana: CompileResult, capsys: pytest.CaptureFixture[str], which: str, stored: str
+    diana: CompileResult, capsys: pytest.CaptureFixture[str], which: str, stored: str, file: str
 ) -> None:
     path = getattr(diana.paths, which)
     shown = inspected(path, capsys)
+    assert shown["file"] == file
     summary = diana.report.summary
     assert shown["compiled"] and shown["producer"] == {"name": "odimo", "version": VERSION}
     assert shown["odimo"]["target"] == "diana" and shown["odimo"]["emit"] == "qdq"
@@ -89,7 +90,7 @@ def test_inspect_shows_the_partition_of_both_outputs(
 def test_the_table_lists_each_sub_layer_and_the_totals(diana: CompileResult, capsys) -> None:
     assert cli.inspect_main([str(diana.paths.model), "--target", "diana"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith(f"out.diana.onnx: odimo {VERSION} output for diana (emit qdq)")
+    assert lines[0].startswith(f"out.diana.onnx: odimo {VERSION} output for diana, qdq file (run's emit: qdq)")
     analog = next(line.split() for line in lines if "conv1/analog" in line)
     assert analog == ["conv1/analog", "analog", "1-2,4,6-7", "5", "ternary", "int8", "867", "3:8"]
     assert any(line.split()[:2] == ["analog:", "1"] for line in lines)
@@ -151,7 +152,7 @@ def test_darkside_output_shows_the_depthwise_substitute(tmp_path: Path, capsys) 
     assert [(s["cu"], s["op"], s["count"], s["stored"]) for s in conv2["sublayers"]] == [
         ("dwe", "Conv(depthwise substitute)", 8, "float32")
     ]
-    assert shown["odimo"]["emit"] == "float" and set(shown["cus"]) == {"cluster", "dwe"}
+    assert shown["odimo"]["emit"] == shown["file"] == "float" and set(shown["cus"]) == {"cluster", "dwe"}
 
 
 @pytest.mark.parametrize("indices", [[0], [0, 1, 2, 3, 7], [1, 2, 4, 6, 7], [5, 9, 10, 11]])
