@@ -26,7 +26,7 @@ def inspect_model(path: str | Path, target_name: str | None = None) -> dict[str,
     """Import and analyse `path`; with a target, add each layer's support and baseline costs.
 
     A model odimo compiled is not imported (it is quantized, or already split): its partition is read
-    back instead, and `--target`, if given, must be the one it was compiled for.
+    back instead, and `--target`, if given, must be the one it was compiled for (when it says).
     """
     model = read_model(path)
     if is_compiled(model):
@@ -52,7 +52,7 @@ def inspect_model(path: str | Path, target_name: str | None = None) -> dict[str,
 
 def _compiled_report(path: Path, model: onnx.ModelProto, target_name: str | None) -> dict[str, Any]:
     view = read_compiled(model, str(path))
-    if target_name is not None and target_name != view.target:
+    if target_name is not None and view.target is not None and target_name != view.target:
         raise BadTargetError(
             f"the model was compiled for '{view.target}', not '{target_name}'",
             str(path),
