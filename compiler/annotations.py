@@ -16,6 +16,7 @@ from odimo.passes.annotate import NodeNote, annotate
 from odimo.passes.base import PassResult, cu_ranges
 from odimo.targets import get_target
 
+PRODUCER = "odimo"
 VERSION = importlib.metadata.version("odimo")
 
 
@@ -29,6 +30,19 @@ def channel_ranges(indices: list[int]) -> str:
             parts.append(str(start) if start == value else f"{start}-{value}")
             start = None
     return ",".join(parts)
+
+
+def parse_channel_ranges(text: str) -> list[int]:
+    """'0-3,7' -> [0, 1, 2, 3, 7], the inverse of `channel_ranges`; ValueError on any other text."""
+    indices: list[int] = []
+    for part in text.split(","):
+        start, dash, end = part.partition("-")
+        first = int(start)
+        last = int(end) if dash else first
+        if not 0 <= first <= last or (indices and first <= indices[-1]):
+            raise ValueError(f"'{text}' is not increasing channel ranges such as '0-3,7'")
+        indices += range(first, last + 1)
+    return indices
 
 
 def annotate_model(
@@ -64,7 +78,7 @@ def annotate_model(
         "odimo.source.sha256": source_sha256,
         "odimo.report": summary.embedded_json(),
     }
-    return annotate(model, notes, props, model_doc(summary))
+    return annotate(model, notes, props, model_doc(summary), producer=(PRODUCER, VERSION))
 
 
 def layer_notes(

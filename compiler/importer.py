@@ -77,10 +77,7 @@ def load_model(path: str | Path, verify_seed: int = 0) -> ImportedModel:
     """Read, check and canonicalize `path`; raise ModelImportError subclasses on bad input."""
     path = Path(path)
     raw = _read_bytes(path)
-    model = _parse(raw, path)
-    _check_versions(model, path)
-    _load_external_data(model, path)
-    _check_full(model, path)
+    model = _read_checked(raw, path)
     _reject_quantized(model, path)
     _check_interface(model, path)
     _require_memory(model.graph.input, path)
@@ -98,6 +95,21 @@ def load_model(path: str | Path, verify_seed: int = 0) -> ImportedModel:
         model=canonical,
         rewrites=rewrites,
     )
+
+
+def read_model(path: str | Path) -> onnx.ModelProto:
+    """The file as a valid ONNX model, with the checks every reader needs (E101-E106) and none that
+    depends on what the model computes: `odimo-inspect` reads odimo's own outputs through this."""
+    path = Path(path)
+    return _read_checked(_read_bytes(path), path)
+
+
+def _read_checked(raw: bytes, path: Path) -> onnx.ModelProto:
+    model = _parse(raw, path)
+    _check_versions(model, path)
+    _load_external_data(model, path)
+    _check_full(model, path)
+    return model
 
 
 def _require_canonical_equivalent(

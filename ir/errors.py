@@ -180,6 +180,13 @@ class PreQuantizedError(ModelImportError):
     slug = "pre-quantized"
 
 
+class BadOdimoMetadataError(ModelImportError):
+    """A model odimo wrote whose odimo.* labels are unreadable, incomplete or contradict its report."""
+
+    code = "E115"
+    slug = "bad-odimo-metadata"
+
+
 class NonFiniteWeightsError(ModelImportError):
     """Initializers hold NaN or Inf."""
 

@@ -25,9 +25,17 @@ class NodeNote:
 
 
 def annotate(
-    model: onnx.ModelProto, notes: Mapping[str, NodeNote], model_props: Mapping[str, str], model_doc: str
+    model: onnx.ModelProto,
+    notes: Mapping[str, NodeNote],
+    model_props: Mapping[str, str],
+    model_doc: str,
+    producer: tuple[str, str] | None = None,
 ) -> PassResult:
+    """`producer` (name, version) replaces the exporter's: the file is the writer's output, and
+    tools (Netron's properties, onnxruntime's `modelmeta`) show whoever wrote it last."""
     work = copy.deepcopy(model)
+    if producer is not None:
+        work.producer_name, work.producer_version = producer
     annotated = 0
     for node in work.graph.node:
         note = notes.get(node.name)
@@ -41,7 +49,8 @@ def annotate(
     retitled = model_doc != work.doc_string
     if retitled:  # assigning an equal doc would still mark the field present and change the bytes
         work.doc_string = model_doc
-    return PassResult(work, changed=bool(annotated or model_props or retitled), report={"nodes_annotated": annotated})
+    changed = bool(annotated or model_props or retitled or producer)
+    return PassResult(work, changed=changed, report={"nodes_annotated": annotated})
 
 
 def _set_props(field, props: Mapping[str, str]) -> None:

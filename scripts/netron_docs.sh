@@ -1,7 +1,7 @@
 #!/bin/sh
 # Regenerate docs/netron.png: tests/builders.py's residual_add compiled for diana with conv1 split
 # across digital and analog (tests/netron/residual_add_split.mapping.json), shown in Netron.
-# Needs the venv with '.[test]' installed and Debian's chromium.
+# Needs the venv of ./setup.sh --test (netron, playwright and, as root, Debian's chromium).
 set -eu
 cd "$(dirname "$0")/.."
 tmp=$(mktemp -d)

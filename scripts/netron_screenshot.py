@@ -16,7 +16,7 @@ block on "Please update to the newest version.".
 Netron replaces `window.eval`, which Playwright's `evaluate`, `all_text_contents` and
 `inner_html` rely on; only locator actions, `text_content` and `get_attribute` are used here.
 
-Needs `netron` and `playwright` (`pip install -e '.[test]'`) and Debian's `chromium`
+Needs `netron`, `playwright` and Debian's `chromium` (`./setup.sh --test` installs all three)
 (Playwright's own browser download is not used).
 """
 
@@ -60,9 +60,9 @@ def missing_requirements() -> list[str]:
         try:
             importlib.import_module(module)
         except ImportError:
-            missing.append(f"python package '{package}' (pip install -e '.[test]')")
+            missing.append(f"python package '{package}' (./setup.sh --test)")
     if shutil.which(CHROMIUM) is None:
-        missing.append(f"'{CHROMIUM}' on PATH (Debian: apt-get install chromium)")
+        missing.append(f"'{CHROMIUM}' on PATH (Debian: apt-get install chromium; ./setup.sh --test as root)")
     return missing
 
 

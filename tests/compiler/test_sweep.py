@@ -1,7 +1,8 @@
 """odimo-sweep on a tiny graph: valid files, resume skips finished points, a failed point is kept apart.
 
 One sweep (2 λ, 1 baseline, 1 baseline that cannot exist) is run once for the module: each point is
-a subprocess that imports torch, so every extra run costs seconds.
+a subprocess that imports torch, so every extra run costs seconds. The Ray test needs the `ray`
+package (`./setup.sh --test` installs it): without it it skips, and fails in CI.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import builders
 import pytest
+from optional import require_module
 
 from odimo.compiler.cli import sweep_main
 
@@ -72,7 +74,7 @@ def test_resume_skips_finished_points(swept: tuple[Path, int]) -> None:
 
 
 def test_ray_runs_the_same_points_on_a_local_ray_instance(tmp_path: Path) -> None:
-    ray = pytest.importorskip("ray")
+    ray = require_module("ray")
     model = builders.save(builders.residual_add(), tmp_path / "res.onnx")
     args = [
         "--target",

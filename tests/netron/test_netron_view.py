@@ -1,8 +1,9 @@
 """Netron shows the partition: sub-layers, their Concat, and the odimo metadata (onnx-io.md §7).
 
 The page is driven by scripts/netron_screenshot.py (also used for docs/netron.png), so the test
-and the picture render the same way. Skipped unless `netron` and `playwright` import and Debian's
-`chromium` is on PATH; `-m "not netron"` deselects it.
+and the picture render the same way. It needs `netron` and `playwright` and Debian's `chromium` on
+PATH (`./setup.sh --test` installs all three, chromium as root): without them it skips, and fails
+in CI; `-m "not netron"` deselects it.
 
     x -> stem/digital -> stem_relu -+-> conv1/digital -+-> conv1/concat -> relu1 -> conv2/digital -> add -> ...
                                     +-> conv1/analog  -+
@@ -18,6 +19,7 @@ from types import ModuleType
 
 import builders
 import pytest
+from optional import require
 
 from odimo.compiler import pipeline
 from odimo.compiler.pipeline import CompileOptions
@@ -35,8 +37,6 @@ def _load_driver() -> ModuleType:
 
 
 driver = _load_driver()
-MISSING = driver.missing_requirements()
-needs_netron = pytest.mark.skipif(bool(MISSING), reason=f"Netron check needs {'; '.join(MISSING)}")
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +51,8 @@ def split_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.netron
-@needs_netron
 def test_netron_shows_split_conv1_with_cu_metadata(split_model: Path, tmp_path: Path) -> None:
+    require([f"Netron check needs {reason}" for reason in driver.missing_requirements()])
     from playwright.sync_api import expect
 
     with driver.netron_page(split_model) as page:

@@ -88,3 +88,11 @@ def test_nothing_to_write_declines(model) -> None:
     result = run_annotate(model, {}, {}, model.doc_string)
     assert not result.changed and result.report == {"nodes_annotated": 0}
     assert result.model.SerializeToString() == model.SerializeToString()
+
+
+def test_producer_names_the_writer_for_onnxruntime(model) -> None:
+    assert model.producer_name != "odimo"
+    result = run_pure(annotate, model, {}, {}, model.doc_string, ("odimo", "0.1.0"))
+    assert result.changed
+    assert session(result.model).get_modelmeta().producer_name == "odimo"
+    assert (result.model.producer_name, result.model.producer_version) == ("odimo", "0.1.0")
