@@ -3,7 +3,8 @@
 A QLinearConv adds an int32 bias on the accumulator's grid, input scale x weight scale per output
 channel; onnxruntime fuses DQ -> Conv -> Q into one only when the bias is such a DequantizeLinear
 too. Training quantizes the bias on exactly that grid (retrain/mixed_layers.py), so the codes are
-integers and the pair computes the float bias it replaces. A bias that is not on the grid (an
+integers and the pair computes the float bias it replaces, bit for bit: a bias is converted only if
+code · scale in float32 gives back every value exactly. A bias that is not on the grid (an
 untrained mapping's float bias) stays float: the layer is then left to run in float.
 """
 
@@ -19,9 +20,6 @@ from odimo.ir import names
 from odimo.ir.graph import GraphIndex, attr, drop_unused_initializers
 from odimo.passes.base import PassResult, own_name
 
-# A trained bias is code · (w_step / s) with s a power of two; float32 rounding of the product keeps
-# it within an ulp, far inside this. Anything further from an integer code was never quantized.
-CODE_TOLERANCE = 1e-3
 INT32_LIMIT = 2**31 - 1
 
 
@@ -67,11 +65,9 @@ def _dequantize_bias(
 ) -> onnx.NodeProto | None:
     bias_name = node.input[2]
     bias = index.array(bias_name)
-    exact = bias.astype(np.float64) / scale
-    codes = np.round(exact)
-    off_grid = np.abs(exact - codes) > CODE_TOLERANCE * np.maximum(1.0, np.abs(codes) * 1e-3)
-    if np.any(off_grid) or np.max(np.abs(codes), initial=0) > INT32_LIMIT:
-        return None
+    codes = np.round(bias.astype(np.float64) / scale)
+    if np.max(np.abs(codes), initial=0) > INT32_LIMIT or not np.array_equal(codes.astype(np.float32) * scale, bias):
+        return None  # DequantizeLinear computes float(code) · scale in float32: it must give the bias back
     prefix = own_name(index, bias_name, node.name)
     graph.initializer.extend(
         [

@@ -14,6 +14,7 @@ from pathlib import Path
 import builders
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnxruntime.quantization import qdq_loss_debug
 
@@ -91,3 +92,18 @@ def test_activation_matching_finds_every_quantized_activation(compiled: tuple[Pa
     for name, values in matched.items():
         assert {"pre_qdq", "post_qdq", "float"} <= values.keys(), name
         assert values["pre_qdq"][0].shape == values["post_qdq"][0].shape == values["float"][0].shape, name
+
+
+def test_onnxruntime_runs_every_requantized_sublayer_as_qlinearconv(
+    compiled: tuple[Path, Path], tmp_path: Path
+) -> None:
+    qdq, _ = compiled
+    requantized = [n.name for n in onnx.load(str(qdq)).graph.node if n.name.endswith("/requant/quant")]
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(qdq), options, providers=["CPUExecutionProvider"])
+    fused = [n.name for n in onnx.load(options.optimized_model_filepath).graph.node if n.op_type == "QLinearConv"]
+    assert requantized and len(fused) == len(requantized)
+    sublayers = [name.removesuffix("/requant/quant") for name in requantized]
+    assert all(any(f.startswith(sub) for f in fused) for sub in sublayers), (fused, sublayers)
