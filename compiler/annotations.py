@@ -18,6 +18,8 @@ from odimo.targets import get_target
 
 PRODUCER = "odimo"
 VERSION = importlib.metadata.version("odimo")
+# The ops of an activation quantizer: Clip->QuantizeLinear->DequantizeLinear, or the floor chain.
+ACT_QUANT_OPS = ("Clip", "QuantizeLinear", "DequantizeLinear", "Mul", "Add", "Floor", "Div")
 
 
 def channel_ranges(indices: list[int]) -> str:
@@ -63,7 +65,7 @@ def annotate_model(
     for node in model.graph.node:
         if node.name not in notes:
             props = {"odimo.cu": "host"}
-            if node.op_type in ("Clip", "Mul", "Add", "Floor", "Div") and names.is_act_quant(node.name):
+            if node.op_type in ACT_QUANT_OPS and names.is_act_quant(node.name):
                 props["odimo.role"] = "act-quant"
             if node.name in reindexed:
                 props["odimo.reindexed"] = "true"
@@ -115,10 +117,20 @@ def layer_notes(
             doc += f", concat {start}:{end}" if split else ""
             doc += f", {cycles:,.0f} cycles" if cycles is not None else ""
             notes[names.sublayer(name, cu)] = NodeNote(props, doc)
-            notes[names.dequant(names.sublayer(name, cu))] = NodeNote(
+            sub = names.sublayer(name, cu)
+            notes[names.dequant(sub)] = NodeNote(
                 {"odimo.role": "dequant", "odimo.source_node": name, "odimo.cu": cu},
                 f"{name} → {cu}: {fmt} weights to float",
             )
+            notes[names.bias_dequant(sub)] = NodeNote(
+                {"odimo.role": "dequant", "odimo.source_node": name, "odimo.cu": cu},
+                f"{name} → {cu}: int32 bias on the accumulator grid to float",
+            )
+            for step in ("quant", "dequant"):
+                notes[names.part(names.requant(sub), step)] = NodeNote(
+                    {"odimo.role": "requant", "odimo.source_node": name, "odimo.cu": cu},
+                    f"{name} → {cu}: the output requantized to the next layer's activation codes",
+                )
         if split:
             notes[names.concat(name)] = NodeNote(
                 {"odimo.role": "concat", "odimo.source_node": name, "odimo.cu": "host"},

@@ -80,6 +80,15 @@ def compile_main(argv: Sequence[str] | None = None) -> int:
         choices=("qdq", "float"),
         help="weights as QDQ integers or float (default: qdq for diana, float for darkside)",
     )
+    parser.add_argument(
+        "--qdq-opset",
+        type=int,
+        metavar="N",
+        help=(
+            "opset of the QDQ output; 25 or more stores ternary weights as INT2 (default: the input's opset, "
+            "so INT2 when the input is at opset 25 or more)"
+        ),
+    )
     parser.add_argument("--report", type=Path, help="report path (default: OUT.report.json)")
     parser.add_argument("--seed", type=int, default=0, help="seed of probes, data split and training")
     training = parser.add_argument_group("training (the search, or --train for a given mapping)")
@@ -122,6 +131,16 @@ def compile_main(argv: Sequence[str] | None = None) -> int:
     )
     training.add_argument("--no-progress", action="store_true", help="no progress bars (CI logs)")
     training.add_argument(
+        "--act-rounding",
+        choices=("half-even", "floor"),  # ir/records.py Rounding (imported lazily, as the pipeline is)
+        default="half-even",
+        help=(
+            "how the 7-bit activation quantizers round: half-even (default; QuantizeLinear's rounding, emitted "
+            "as standard Q/DQ that runtimes integerize) or floor (a requantizer that right-shifts without a "
+            "rounding offset; emitted as a Clip-Mul-Add-Floor-Div chain)"
+        ),
+    )
+    training.add_argument(
         "--calibration-images",
         type=non_negative_int,
         default=256,
@@ -144,6 +163,7 @@ def compile_main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         from odimo.compiler import pipeline
         from odimo.compiler.pipeline import CompileOptions
+        from odimo.ir.records import Rounding
         from odimo.retrain.settings import SearchSettings
         from odimo.targets import get_target
 
@@ -163,12 +183,14 @@ def compile_main(argv: Sequence[str] | None = None) -> int:
             progress=not args.no_progress,
             distill=not args.no_distill,
             calibration_images=args.calibration_images,
+            act_rounding=Rounding(args.act_rounding),
         )
         options = CompileOptions(
             target=args.target,
             mapping=args.mapping,
             output=args.output,
             emit=args.emit,
+            qdq_opset=args.qdq_opset,
             report=args.report,
             train=args.train,
             search=settings,

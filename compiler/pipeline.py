@@ -22,7 +22,7 @@ import onnx
 from odimo.compiler.annotations import annotate_model
 from odimo.compiler.canonicalize import restore_signature
 from odimo.compiler.emit import OutputFile, check_onnx_file, model_bytes, write_atomically
-from odimo.compiler.importer import load_model, require_model_file
+from odimo.compiler.importer import MAX_OPSET, load_model, require_model_file
 from odimo.compiler.lock import output_lock
 from odimo.compiler.outputs import OutputPaths, output_paths
 from odimo.compiler.partition import Partition, partition
@@ -31,10 +31,12 @@ from odimo.compiler.preflight import check_mapping_file, check_settings, check_t
 from odimo.compiler.report import CostGoal, Emission, MappingSummary, Report, coupling_rows, mapping_summary
 from odimo.compiler.search_stage import SEARCH, SearchOutcome, obtain_assignment
 from odimo.ir.assignment import Assignment
-from odimo.ir.errors import InternalError, NoSearchableLayerError, OdimoError
+from odimo.ir.errors import InternalError, NoSearchableLayerError, OdimoError, UnusableQdqOpsetError
 from odimo.ir.records import ImportedModel
 from odimo.ir.verify import Comparison, onnx_accuracy, probe_inputs, require_equivalent
 from odimo.passes.act_quant import insert_act_quant
+from odimo.passes.qdq_bias import qdq_bias
+from odimo.passes.requant_outputs import requant_outputs
 from odimo.retrain.settings import SearchSettings
 from odimo.targets import Target, get_target
 from odimo.targets.baselines import MappingRecipe, baseline_costs, corner
@@ -49,6 +51,7 @@ class CompileOptions:
     mapping: str = SEARCH  # "search", a baseline name, or a mapping file
     output: Path | None = None
     emit: str | None = None  # None: the target's default
+    qdq_opset: int | None = None  # None: the input's; >= 25 stores ternary weights as INT2
     report: Path | None = None
     train: bool = False  # fine-tune a given mapping (baseline or file) for the final-phase budget
     supernet_graph: Path | None = None  # where to write the search graph (onnx-io.md §2)
@@ -124,7 +127,27 @@ def advance(record: Request, kind: type[Record], **produced: Any) -> Record:
 
 
 def import_stage(request: Request) -> Imported:
-    return advance(request, Imported, imported=load_model(request.source, verify_seed=request.options.search.seed))
+    imported = load_model(request.source, verify_seed=request.options.search.seed)
+    _check_qdq_opset(request, imported.opset)
+    return advance(request, Imported, imported=imported)
+
+
+def _check_qdq_opset(request: Request, opset: int) -> None:
+    """E130 for a --qdq-opset without QDQ output, below the input's opset or beyond MAX_OPSET."""
+    asked = request.options.qdq_opset
+    if asked is None:
+        return
+    if request.emit != "qdq":
+        raise UnusableQdqOpsetError(
+            f"--qdq-opset {asked} sets the opset of the QDQ output, but this compile emits {request.emit}",
+            fix="drop --qdq-opset, or add --emit qdq",
+        )
+    if not opset <= asked <= MAX_OPSET:
+        raise UnusableQdqOpsetError(
+            f"--qdq-opset {asked} is outside {opset}-{MAX_OPSET} (the input's opset to the newest odimo supports)",
+            str(request.source),
+            f"give an opset from {opset} to {MAX_OPSET}, e.g. 25 for INT2 ternary weights",
+        )
 
 
 def analyse_stage(record: Imported) -> Analysed:
@@ -174,7 +197,13 @@ def _goal(record: Searched, costs: CostTable, asked: float) -> CostGoal:
 def transform_stage(record: Discretised) -> Transformed:
     outcome = record.outcome
     graphs = partition(
-        outcome.model, record.plan, record.assignment, record.emit, outcome.substitutes, outcome.quantized
+        outcome.model,
+        record.plan,
+        record.assignment,
+        record.emit,
+        outcome.substitutes,
+        outcome.quantized,
+        record.options.qdq_opset,
     )
     return advance(record, Transformed, partition=graphs)
 
@@ -187,9 +216,16 @@ def verify_stage(record: Transformed) -> Verified:
     if graphs.qdq is not None:
         require_equivalent(graphs.partitioned, graphs.qdq, probes, "the QDQ model")
 
-    def labelled(model: onnx.ModelProto) -> onnx.ModelProto:
+    def labelled(model: onnx.ModelProto, integer: bool) -> onnx.ModelProto:
+        quantized = insert_act_quant(model, outcome.act_quant).model
+        if integer:  # integer biases and requantized outputs, so that runtimes form QLinearConv
+            integerized = qdq_bias(requant_outputs(quantized).model).model
+            # both passes are exact (the same float32 numbers reach every quantizer), so even with the
+            # quantizers in place, where a last-bit difference would flip a code, the outputs agree
+            require_equivalent(quantized, integerized, probes, "the integer biases and requantized outputs")
+            quantized = integerized
         return annotate_model(
-            insert_act_quant(model, outcome.act_quant).model,
+            quantized,
             summary,
             graphs.reindexed,
             graphs.substitutes,
@@ -198,8 +234,8 @@ def verify_stage(record: Transformed) -> Verified:
             source_sha256=record.imported.source_sha256,
         ).model
 
-    float_model = labelled(graphs.partitioned)
-    main_model = labelled(graphs.qdq) if graphs.qdq is not None else float_model
+    float_model = labelled(graphs.partitioned, integer=False)
+    main_model = labelled(graphs.qdq, integer=True) if graphs.qdq is not None else float_model
     accuracy = dict(outcome.accuracy)
     if outcome.test_data is not None:
         accuracy["onnx"] = onnx_accuracy(main_model, *outcome.test_data)

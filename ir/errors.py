@@ -254,6 +254,13 @@ class UnknownEmitModeError(OutputPathError):
     slug = "emit-mode"
 
 
+class UnusableQdqOpsetError(OutputPathError):
+    """--qdq-opset asks for an opset the QDQ output cannot have."""
+
+    code = "E130"
+    slug = "qdq-opset"
+
+
 class DataError(OdimoError):
     """A dataset is missing, malformed, or does not fit the model."""
 

@@ -46,6 +46,11 @@ def dequant(node: str) -> str:
     return part(node, "dequant")
 
 
+def bias_dequant(node: str) -> str:
+    """The DequantizeLinear feeding `node` its int32 bias: `L/<cu>/bias/dequant`."""
+    return part(node, "bias", "dequant")
+
+
 def act_quant(layer: str) -> str:
     """The prefix of the activation quantizer chain on `layer`'s input: `L/act` (`L/act/clip`...)."""
     return part(layer, "act")
@@ -54,6 +59,45 @@ def act_quant(layer: str) -> str:
 def act_quant_output(value: str, layer: str) -> str:
     """The quantized copy of `value` that `layer` reads: `X/L/act`."""
     return part(value, layer, "act")
+
+
+def requant(sublayer: str) -> str:
+    """The prefix of the Q/DQ pair that requantizes a sub-layer's output: `L/<cu>/requant`."""
+    return part(sublayer, "requant")
+
+
+# onnxruntime's quantization tools pair tensors by these suffixes (onnxruntime.quantization.quant_utils:
+# TENSOR_NAME_QUANT_SUFFIX, QUANT_INPUT_SUFFIX, DEQUANT_OUTPUT_SUFFIX): `qdq_loss_debug` matches the
+# integer initializer `W_quantized` with the float model's `W`, and an activation `X` with the value
+# `X_QuantizeLinear_Input` before its Q/DQ pair or `X_DequantizeLinear_Output` after it.
+def quantized(tensor: str) -> str:
+    """The integer codes of float initializer `tensor`: `W_quantized`."""
+    return f"{tensor}_quantized"
+
+
+def quant_scale(tensor: str) -> str:
+    """The scale of `tensor`'s codes: `W_scale`."""
+    return f"{tensor}_scale"
+
+
+def quant_zero_point(tensor: str) -> str:
+    """The zero point of `tensor`'s codes: `W_zero_point`."""
+    return f"{tensor}_zero_point"
+
+
+def quantize_input(value: str) -> str:
+    """The value a QuantizeLinear reads when the value after its DequantizeLinear keeps the name."""
+    return f"{value}_QuantizeLinear_Input"
+
+
+def quantize_output(value: str) -> str:
+    """The integer codes a QuantizeLinear of `value` writes."""
+    return f"{value}_QuantizeLinear_Output"
+
+
+def dequantize_output(value: str) -> str:
+    """The value after the Q/DQ pair of `value` (or the dequantized initializer `value`)."""
+    return f"{value}_DequantizeLinear_Output"
 
 
 def is_act_quant(node: str) -> bool:

@@ -6,6 +6,7 @@ without importing another stage's package.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +81,19 @@ class SupernetNode:
     attributes: dict[str, int] = field(default_factory=dict)
 
 
+class Rounding(enum.Enum):
+    """How an activation quantizer picks its integer code (the CLI's --act-rounding values).
+
+    HALF_EVEN is what ONNX QuantizeLinear does, so a QuantizeLinear/DequantizeLinear pair computes
+    the trained quantizer exactly and runtimes can integerize it. FLOOR is an arithmetic right
+    shift without a rounding offset: it has no exact standard Q/DQ spelling (ties differ), so it is
+    emitted as a Clip->Mul->Add->Floor->Div chain of float ops.
+    """
+
+    HALF_EVEN = "half-even"
+    FLOOR = "floor"
+
+
 @dataclass(frozen=True)
 class ActQuant:
     """A layer's input quantizer: range [low, clip] and step 1/scale (scale a power of two)."""
@@ -88,6 +102,11 @@ class ActQuant:
     low: float
     clip: float
     scale: float
+    rounding: Rounding = Rounding.HALF_EVEN
+
+    @property
+    def signed(self) -> bool:
+        return self.low < 0
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,18 @@
-"""Activation quantizers as standard ops: `floor(clamp(x, lo, clip) · s + guard) / s` before a layer.
+"""Activation quantizers as standard ops before a layer, in the form of their rounding.
 
 The trained network quantizes every costed layer's input to 7 bits (PACT, method.md §6); writing the
-same chain into the ONNX makes onnxruntime compute what the training measured. The chains sit right
-before the layer's (sub-)layers and are tagged `odimo.role = act-quant`, so verification can compare
-the graphs without them: a last-bit difference upstream may flip a floor (onnx-io.md §4).
+same quantizer into the ONNX makes onnxruntime compute what the training measured:
+- half to even (the default): `Clip(x, lo, clip) -> QuantizeLinear(1/s) -> DequantizeLinear`, uint8
+  codes (int8 for a signed input) with zero point 0. QuantizeLinear rounds half to even, and s is a
+  power of two, so the pair is the trained quantizer bit for bit, and runtimes see a quantized
+  tensor (onnxruntime forms QLinearConv where the layer's output is quantized too). The Clip keeps
+  the 7-bit range (uint8 would saturate at 255). Tensor names follow onnxruntime's: the value the
+  layer reads keeps the name `X/L/act`, and the Clip writes `X/L/act_QuantizeLinear_Input`.
+- floor: `floor(clamp(x, lo, clip) · s + guard) / s` as Clip->Mul->Add->Floor->Div; no standard
+  Q/DQ is exact for a floor (ties differ), so this chain stays five float ops.
+The nodes sit right before the layer's (sub-)layers and are tagged `odimo.role = act-quant`, so
+verification can compare the graphs without them: a last-bit difference upstream may flip a code
+(onnx-io.md §4).
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from odimo.ir import names
-from odimo.ir.records import ActQuant
+from odimo.ir.records import ActQuant, Rounding
 from odimo.passes.base import PassResult
 from odimo.targets.quantization import FLOOR_GUARD
 
@@ -50,6 +59,45 @@ def _owning_layer(node_name: str, quantizers: Mapping[str, ActQuant]) -> str | N
 
 
 def _chain(layer: str, quant: ActQuant, output: str, graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    if quant.rounding is Rounding.HALF_EVEN:
+        return _qdq_pair(layer, quant, output, graph)
+    return _floor_chain(layer, quant, output, graph)
+
+
+def code_type(quant: ActQuant) -> type[np.integer]:
+    """uint8 codes for an unsigned quantizer, int8 for a signed one; zero point 0 either way."""
+    return np.int8 if quant.signed else np.uint8
+
+
+def _qdq_pair(layer: str, quant: ActQuant, output: str, graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    at = partial(names.part, names.act_quant(layer))
+    clipped = names.quantize_input(output)
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(quant.low, dtype=np.float32), at("low")),
+            numpy_helper.from_array(np.array(quant.clip, dtype=np.float32), at("clip")),
+            numpy_helper.from_array(np.array(1 / quant.scale, dtype=np.float32), at("scale")),
+            numpy_helper.from_array(np.array(0, dtype=code_type(quant)), at("zero_point")),
+        ]
+    )
+    return [
+        helper.make_node("Clip", [quant.input, at("low"), at("clip")], [clipped], name=at("clip")),
+        helper.make_node(
+            "QuantizeLinear",
+            [clipped, at("scale"), at("zero_point")],
+            [names.quantize_output(output)],
+            name=at("quant"),
+        ),
+        helper.make_node(
+            "DequantizeLinear",
+            [names.quantize_output(output), at("scale"), at("zero_point")],
+            [output],
+            name=at("dequant"),
+        ),
+    ]
+
+
+def _floor_chain(layer: str, quant: ActQuant, output: str, graph: onnx.GraphProto) -> list[onnx.NodeProto]:
     at = partial(names.part, names.act_quant(layer))  # at("clip") is L/act/clip
     graph.initializer.extend(
         [

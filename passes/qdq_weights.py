@@ -1,10 +1,12 @@
 """QDQ emission: integer weights and one DequantizeLinear(axis=0) per sub-layer (onnx-io.md §3).
 
 The float model already holds exactly representable values (q · step per output row), so this pass
-only re-expresses them: `W/<cu>` becomes the output of `L/<cu>/dequant`, which reads the int8 codes
-`W/<cu>/q`, the per-row `W/<cu>/scale` and a zero `W/<cu>/zero_point`. Ternary codes are stored as
-int8 holding {-1, 0, 1}: INT2 needs opset 25, beyond the opsets odimo keeps. Biases and
-activations stay float.
+only re-expresses them: `W/<cu>` becomes the output of `L/<cu>/dequant`, which reads the codes
+`W/<cu>_quantized`, the per-row `W/<cu>_scale` and a zero `W/<cu>_zero_point`, and writes
+`W/<cu>_DequantizeLinear_Output`: onnxruntime's names, so its `qdq_loss_debug` pairs each code
+tensor with the float model's `W/<cu>`. Codes are int8; the nodes in `int2_nodes` (ternary
+weights, at opset >= 25, where DequantizeLinear takes INT2) store them as INT2, a quarter of the
+bytes. Biases and activations are other passes' work (qdq_bias, act_quant).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 
+import ml_dtypes
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -25,29 +28,41 @@ from odimo.passes.base import PassResult, own_name
 CODE_TOLERANCE = 1e-3
 
 
-def qdq_weights(model: onnx.ModelProto, steps: Mapping[str, np.ndarray]) -> PassResult:
-    """`steps[node]` is the per-output-row quantization step of that node's weight."""
+# The first opset whose DequantizeLinear accepts INT2 codes.
+INT2_OPSET = 25
+
+
+def qdq_weights(
+    model: onnx.ModelProto, steps: Mapping[str, np.ndarray], int2_nodes: frozenset[str] = frozenset()
+) -> PassResult:
+    """`steps[node]` is the per-output-row quantization step of that node's weight; the weights of
+    `int2_nodes` must be ternary and the model at opset >= INT2_OPSET."""
     work = copy.deepcopy(model)
     index = GraphIndex.of(work.graph)
     nodes: list[onnx.NodeProto] = []
     for node in work.graph.node:
         step = steps.get(node.name)
         if step is not None:
-            nodes.append(_dequantize(node, index, np.asarray(step, dtype=np.float32), work.graph))
+            code_type = ml_dtypes.int2 if node.name in int2_nodes else np.int8
+            nodes.append(_dequantize(node, index, np.asarray(step, dtype=np.float32), work.graph, code_type))
         nodes.append(node)
     del work.graph.node[:]
     work.graph.node.extend(nodes)
     drop_unused_initializers(work.graph)
-    return PassResult(work, changed=bool(steps), report={"weights_quantized": len(steps)})
+    report = {"weights_quantized": len(steps), "weights_int2": len(int2_nodes & steps.keys())}
+    return PassResult(work, changed=bool(steps), report=report)
 
 
-def _dequantize(node: onnx.NodeProto, index: GraphIndex, step: np.ndarray, graph: onnx.GraphProto) -> onnx.NodeProto:
+def _dequantize(
+    node: onnx.NodeProto, index: GraphIndex, step: np.ndarray, graph: onnx.GraphProto, code_type: type
+) -> onnx.NodeProto:
     weight_name = node.input[1]
     weight = index.array(weight_name)
     shape = (-1,) + (1,) * (weight.ndim - 1)
     exact = weight / step.reshape(shape)
     codes = np.round(exact)
-    if np.max(np.abs(exact - codes), initial=0.0) > CODE_TOLERANCE or np.max(np.abs(codes), initial=0.0) > 127:
+    limit = 1 if code_type is ml_dtypes.int2 else 127  # INT2 holds -2..1; ternary codes are -1..1
+    if np.max(np.abs(exact - codes), initial=0.0) > CODE_TOLERANCE or np.max(np.abs(codes), initial=0.0) > limit:
         raise NotQuantizedError(
             f"weights of '{node.name}' are not integer multiples of their step",
             fix="fake-quantize the weights before the QDQ pass",
@@ -55,16 +70,16 @@ def _dequantize(node: onnx.NodeProto, index: GraphIndex, step: np.ndarray, graph
     prefix = own_name(index, weight_name, node.name)
     graph.initializer.extend(
         [
-            numpy_helper.from_array(codes.astype(np.int8), names.part(prefix, "q")),
-            numpy_helper.from_array(step, names.part(prefix, "scale")),
-            numpy_helper.from_array(np.zeros(len(step), dtype=np.int8), names.part(prefix, "zero_point")),
+            numpy_helper.from_array(codes.astype(np.int8).astype(code_type), names.quantized(prefix)),
+            numpy_helper.from_array(step, names.quant_scale(prefix)),
+            numpy_helper.from_array(np.zeros(len(step), dtype=code_type), names.quant_zero_point(prefix)),
         ]
     )
-    dequantized = names.part(prefix, "dequantized")
+    dequantized = names.dequantize_output(prefix)
     node.input[1] = dequantized
     return helper.make_node(
         "DequantizeLinear",
-        [names.part(prefix, "q"), names.part(prefix, "scale"), names.part(prefix, "zero_point")],
+        [names.quantized(prefix), names.quant_scale(prefix), names.quant_zero_point(prefix)],
         [dequantized],
         name=names.dequant(node.name),
         axis=0,

@@ -57,6 +57,7 @@ def identity(config: SearchSettings, target: str, fixed_mapping: Assignment | No
         "data": config.data,
         "distill": config.distill,
         "calibration images": config.calibration_images,
+        "activation rounding": config.act_rounding.value,
     }
 
 

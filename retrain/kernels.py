@@ -1,5 +1,9 @@
 """The PACT activation quantizer's elementwise work, fused into one pass each way by torch.compile.
 
+Two forward roundings (ir/records.py `Rounding`): round half to even, as ONNX QuantizeLinear does
+(`torch.round` and Inductor's `nearbyint` both round half to even), and the guarded floor of a
+chip that requantizes by a plain right shift.
+
 Why: eager PACT is five passes over every activation forward (clamp, scale, guard, floor, unscale)
 and six backward (two compares, or, not, two products); on a CPU those passes are a third of a
 DIANA search step. Inductor turns each direction into one loop, about 7x faster on ResNet-20's
@@ -20,14 +24,24 @@ from collections.abc import Callable
 
 import torch
 
+from odimo.ir.records import Rounding
 from odimo.targets.quantization import FLOOR_GUARD
 
 COMPILE_ENV = "ODIMO_COMPILE"
 
 
 def pact_forward(x: torch.Tensor, low: torch.Tensor, clip: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """⌊clamp(x, low, clip)·s + guard⌋ / s, the order of operations the QDQ emission uses."""
+    """⌊clamp(x, low, clip)·s + guard⌋ / s, the order of operations of the emitted floor chain."""
     return torch.floor(torch.clamp(x, low, clip) * scale + FLOOR_GUARD) / scale
+
+
+def pact_round_forward(x: torch.Tensor, low: torch.Tensor, clip: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """round_half_even(clamp(x, low, clip)·s) / s: Clip -> QuantizeLinear(1/s) -> DequantizeLinear.
+
+    s is a power of two, so x·s equals QuantizeLinear's x / (1/s) and the division is exact: the
+    Q/DQ pair computes these numbers bit for bit.
+    """
+    return torch.round(torch.clamp(x, low, clip) * scale) / scale
 
 
 def pact_backward(
@@ -76,13 +90,22 @@ def compile_enabled() -> bool:
 
 
 _flat_pact_forward = _FusedKernel(pact_forward)
+_flat_pact_round_forward = _FusedKernel(pact_round_forward)
 _flat_pact_backward = _FusedKernel(pact_backward)
+EAGER_FORWARD = {Rounding.HALF_EVEN: pact_round_forward, Rounding.FLOOR: pact_forward}
+_FUSED_FORWARD = {Rounding.HALF_EVEN: _flat_pact_round_forward, Rounding.FLOOR: _flat_pact_forward}
 
 
-def fused_pact_forward(x: torch.Tensor, low: torch.Tensor, clip: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """`pact_forward` in one pass; the result has x's shape and memory format."""
+def fused_pact_forward(
+    x: torch.Tensor,
+    low: torch.Tensor,
+    clip: torch.Tensor,
+    scale: torch.Tensor,
+    rounding: Rounding = Rounding.HALF_EVEN,
+) -> torch.Tensor:
+    """`EAGER_FORWARD[rounding]` in one pass; the result has x's shape and memory format."""
     x = _dense(x)
-    return _shaped_like(_flat_pact_forward(_flat(x), low, clip, scale), x)
+    return _shaped_like(_FUSED_FORWARD[rounding](_flat(x), low, clip, scale), x)
 
 
 def fused_pact_backward(

@@ -254,9 +254,10 @@ class BlendLayer(MixedLayer):
     def quantized_parts(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Per trained CU, the layer's weight and bias quantized in that CU's format."""
         weight, bias = self.layer.weight, self.layer.bias
-        clip = self.act.effective_clip()
+        # The accumulator's grid, weight step x input step (1/s, a power of two, so exact): the
+        # bias is then an int32 code of it, as a QLinearConv's bias must be.
         return {
-            cu: (q(weight), quantize_bias(bias + q.offset, q.step(weight) * clip / 127))
+            cu: (q(weight), quantize_bias(bias + q.offset, q.step(weight) / self.act.scale()))
             for cu, q in self.quantizers.items()
         }
 
@@ -281,7 +282,8 @@ class BlendLayer(MixedLayer):
 
     def act_quant(self, input_name: str) -> ActQuant:
         clip = self.act.effective_clip()
-        return ActQuant(input_name, -clip if self.act.signed else 0.0, clip, float(self.act.scale()))
+        scale = float(self.act.scale())
+        return ActQuant(input_name, -clip if self.act.signed else 0.0, clip, scale, self.act.rounding)
 
     def graph_tensors(self) -> tuple[str, str, dict[str, torch.Tensor], dict[str, int]]:
         parts = self.quantized_parts()
@@ -296,7 +298,7 @@ class BlendLayer(MixedLayer):
         weight, bias = self.effective_weights()
         if not self.act.enabled:
             return self.layer.apply(x, weight, bias)
-        return pact_layer(x, self.act.bounds(), weight, bias, self.layer)
+        return pact_layer(x, self.act.bounds(), weight, bias, self.layer, self.act.rounding)
 
 
 class SubstituteLayer(MixedLayer):

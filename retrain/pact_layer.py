@@ -12,24 +12,27 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from odimo.ir.records import Rounding
 from odimo.retrain.bridge import LayerModule
 from odimo.retrain.kernels import fused_pact_backward, fused_pact_forward
 
 
 class _PactLayer(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, low, clip, scale, weight, bias, layer: LayerModule):
+    def forward(ctx, x, low, clip, scale, weight, bias, layer: LayerModule, rounding: Rounding):
         ctx.save_for_backward(x, low, clip, scale, weight)
         ctx.layer = layer
-        return layer.apply(fused_pact_forward(x, low, clip, scale), weight, bias)
+        ctx.rounding = rounding
+        return layer.apply(fused_pact_forward(x, low, clip, scale, rounding), weight, bias)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, low, clip, scale, weight = ctx.saved_tensors
-        x_q = fused_pact_forward(x, low, clip, scale)
+        x_q = fused_pact_forward(x, low, clip, scale, ctx.rounding)
         grad_q, grad_weight, grad_bias = _layer_backward(ctx.layer, grad, x_q, weight)
         grad_x, grad_low, grad_clip = fused_pact_backward(grad_q, x, low, clip)
-        return grad_x, grad_low.reshape(low.shape), grad_clip.reshape(clip.shape), None, grad_weight, grad_bias, None
+        grads = grad_x, grad_low.reshape(low.shape), grad_clip.reshape(clip.shape), None, grad_weight, grad_bias
+        return *grads, None, None
 
 
 def _layer_backward(
@@ -64,6 +67,7 @@ def pact_layer(
     weight: torch.Tensor,
     bias: torch.Tensor,
     layer: LayerModule,
+    rounding: Rounding = Rounding.HALF_EVEN,
 ) -> torch.Tensor:
-    """`layer.apply(pact(x), weight, bias)` with bounds = PactActivation.bounds()."""
-    return _PactLayer.apply(x, *bounds, weight, bias, layer)
+    """`layer.apply(pact(x), weight, bias)` with bounds = PactActivation.bounds() and its rounding."""
+    return _PactLayer.apply(x, *bounds, weight, bias, layer, rounding)

@@ -12,6 +12,7 @@ import math
 import torch
 from torch import nn
 
+from odimo.ir.records import Rounding
 from odimo.retrain.kernels import fused_pact_backward, fused_pact_forward
 from odimo.targets.quantization import INT8_LEVELS, TERNARY_INIT, WeightFormat
 
@@ -28,28 +29,36 @@ def ste_pow2_floor(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.exp2(torch.floor(torch.log2(x))) - x).detach()
 
 
-class _PactFloor(torch.autograd.Function):
-    """x_q = ⌊clamp(x, low, clip)·s + guard⌋ / s with PACT gradients: masked input, Σ g beyond each bound."""
+class _Pact(torch.autograd.Function):
+    """x_q = R(clamp(x, low, clip)·s) / s with PACT gradients: masked input, Σ g beyond each bound.
+
+    R rounds half to even (QuantizeLinear) or is the guarded floor ⌊· + guard⌋, per `rounding`.
+    """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, low: torch.Tensor, clip: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, low: torch.Tensor, clip: torch.Tensor, scale: torch.Tensor, rounding: Rounding):
         ctx.save_for_backward(x, low, clip)
-        return fused_pact_forward(x, low, clip, scale)
+        return fused_pact_forward(x, low, clip, scale, rounding)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, low, clip = ctx.saved_tensors
         grad_x, grad_low, grad_clip = fused_pact_backward(grad, x, low, clip)
-        return grad_x, grad_low.reshape(low.shape), grad_clip.reshape(clip.shape), None
+        return grad_x, grad_low.reshape(low.shape), grad_clip.reshape(clip.shape), None, None
 
 
 class PactActivation(nn.Module):
-    """7-bit PACT with a power-of-two step: s = 2^⌊log2(levels/clip)⌋, effective clip = levels/s."""
+    """7-bit PACT with a power-of-two step: s = 2^⌊log2(levels/clip)⌋, effective clip = levels/s.
 
-    def __init__(self, init_clip: float = 6.0, signed: bool = False) -> None:
+    `rounding` is how the code is picked (ir/records.py `Rounding`); half to even by default, so
+    the emitted QuantizeLinear/DequantizeLinear pair is the trained quantizer, bit for bit.
+    """
+
+    def __init__(self, init_clip: float = 6.0, signed: bool = False, rounding: Rounding = Rounding.HALF_EVEN) -> None:
         super().__init__()
         self.clip = nn.Parameter(torch.tensor(float(init_clip)))
         self.signed = signed
+        self.rounding = rounding
         self.enabled = True
 
     @property
@@ -73,7 +82,14 @@ class PactActivation(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return x
-        return _PactFloor.apply(x, *self.bounds())
+        return _Pact.apply(x, *self.bounds(), self.rounding)
+
+
+def set_act_rounding(module: nn.Module, rounding: Rounding) -> None:
+    """Every PACT quantizer inside `module` rounds with `rounding` (before training starts)."""
+    for child in module.modules():
+        if isinstance(child, PactActivation):
+            child.rounding = rounding
 
 
 class Int8Pow2Weights(nn.Module):

@@ -21,6 +21,7 @@ from odimo.ir.records import ActQuant, ImportedModel, QuantizedLayers, Substitut
 from odimo.ir.verify import DYNAMIC_BATCH_PROBE, probe_inputs
 from odimo.retrain.bridge import OnnxModule
 from odimo.retrain.data import Dataset, fit_to_model, load_dataset, split_train_val
+from odimo.retrain.quantizers import set_act_rounding
 from odimo.retrain.settings import SearchSettings
 from odimo.retrain.supernet import Supernet
 from odimo.retrain.trainer import evaluate, train
@@ -73,6 +74,7 @@ def search(
     reference = OnnxModule(imported.model).to(device)  # the float model: measured, then calibrates and teaches
     float_accuracy = evaluate(reference, dataset.x_test, dataset.y_test, 256, device)
     supernet = Supernet(imported.model, plan)
+    set_act_rounding(supernet, settings.act_rounding)
     result = train(supernet, split, settings, fixed_mapping, reference)
     final_accuracy = evaluate(supernet, dataset.x_test, dataset.y_test, 256, device)
     supernet.to("cpu").to(memory_format=torch.contiguous_format)

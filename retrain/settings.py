@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from odimo.ir.records import Rounding
+
 
 @dataclass(frozen=True)
 class SearchSettings:
@@ -30,3 +32,6 @@ class SearchSettings:
     distill: bool = True  # the imported float model teaches every phase (KL on logits)
     calibration_images: int = 256  # training images that calibrate the quantized layers; 0: none
     source_sha256: str = ""  # of the model file trained: a checkpoint of another model is refused
+    # How the PACT activation quantizers round: half to even is QuantizeLinear's own rounding (an
+    # exact standard Q/DQ form); floor is a plain right shift (emitted as a float-op chain).
+    act_rounding: Rounding = Rounding.HALF_EVEN

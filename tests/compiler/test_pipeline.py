@@ -270,13 +270,14 @@ def test_written_mapping_reproduces_an_interleaved_split(tmp_path: Path) -> None
 
 @pytest.mark.parametrize(
     ("fail_at", "staged"),
-    [(1, False), (2, False), (3, True)],
-    ids=["float-vs-reference", "qdq-vs-float", "staged-file"],
+    [(1, False), (2, False), (3, False), (4, True)],
+    ids=["float-vs-reference", "qdq-vs-float", "integer-biases-and-requant", "staged-file"],
 )
 def test_failed_verification_exits_3_and_writes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], fail_at: int, staged: bool
 ) -> None:
-    """DIANA QDQ compares: (1) float partition vs reference, (2) QDQ vs float, (3) the staged OUT.onnx."""
+    """DIANA QDQ compares: (1) float partition vs reference, (2) QDQ vs float, (3) QDQ with its quantizers
+    before and after the integer biases and requantized outputs, (4) the staged OUT.onnx."""
     source = saved(tmp_path)
     out = tmp_path / "out.onnx"
     out.write_bytes(b"an older output")

@@ -1,9 +1,15 @@
-"""qdq_weights: integer codes + DequantizeLinear(axis=0) per layer; equals the dequantized float model."""
+"""qdq_weights: integer codes + DequantizeLinear(axis=0) per layer; equals the dequantized float model.
+
+Tensor names follow onnxruntime's (`W_quantized`, `W_scale`, `W_zero_point`, `W_DequantizeLinear_Output`);
+ternary codes are INT2 at opset 25.
+"""
 
 from __future__ import annotations
 
 import builders
+import ml_dtypes
 import numpy as np
+import onnx
 import pytest
 from pass_helpers import (
     assert_same_outputs,
@@ -13,6 +19,7 @@ from pass_helpers import (
     initializer,
     mapping_of,
     node,
+    outputs,
     plan_of,
     prefix,
     run_pure,
@@ -49,17 +56,37 @@ def test_qdq_model_equals_the_float_model_with_dequantized_weights(model, fmt: W
     float_model, quantized = fake_quantized(model, fmt)
     result = to_qdq(float_model, {name: q.step for name, q in quantized.items()})
     assert_same_outputs(float_model, result.model)
-    assert result.changed and result.report == {"weights_quantized": 3}
+    assert result.changed and result.report == {"weights_quantized": 3, "weights_int2": 0}
     for name, q in quantized.items():
-        codes = initializer(result.model, f"{name}.weight/q")
+        codes = initializer(result.model, f"{name}.weight_quantized")
         assert codes.dtype == np.int8
         np.testing.assert_array_equal(codes, q.codes)
-        np.testing.assert_array_equal(initializer(result.model, f"{name}.weight/scale"), q.step)
+        np.testing.assert_array_equal(initializer(result.model, f"{name}.weight_scale"), q.step)
         np.testing.assert_array_equal(
-            initializer(result.model, f"{name}.weight/zero_point"), np.zeros(len(q.step), np.int8)
+            initializer(result.model, f"{name}.weight_zero_point"), np.zeros(len(q.step), np.int8)
         )
     if fmt is WeightFormat.TERNARY:
-        assert set(np.unique(initializer(result.model, "conv2.weight/q"))) <= {-1, 0, 1}
+        assert set(np.unique(initializer(result.model, "conv2.weight_quantized"))) <= {-1, 0, 1}
+
+
+def test_int2_ternary_codes_compute_the_int8_form_exactly(model) -> None:
+    """At opset 25 the same ternary codes as INT2 (a quarter of the bytes) give the int8 model's outputs."""
+    float_model, quantized = fake_quantized(model, WeightFormat.TERNARY)
+    steps = {name: q.step for name, q in quantized.items()}
+    at25 = onnx.version_converter.convert_version(float_model, 25)
+    at25.ir_version = 13
+    int8 = to_qdq(at25, steps).model
+    int2 = run_pure(qdq_weights, at25, steps, frozenset(LAYERS))
+    assert int2.report == {"weights_quantized": 3, "weights_int2": 3}
+    check(int2.model)
+    for name, q in quantized.items():
+        stored = next(i for i in int2.model.graph.initializer if i.name == f"{name}.weight_quantized")
+        assert stored.data_type == onnx.TensorProto.INT2
+        assert len(stored.raw_data) == -(-q.codes.size // 4)  # four codes per byte
+        np.testing.assert_array_equal(initializer(int2.model, f"{name}.weight_quantized").astype(np.int8), q.codes)
+        assert initializer(int2.model, f"{name}.weight_zero_point").dtype == ml_dtypes.int2
+    for ref, new in zip(outputs(int8, 0), outputs(int2.model, 0), strict=True):
+        np.testing.assert_array_equal(new, ref)
 
 
 def test_each_layer_reads_its_own_dequantize_node(model) -> None:
@@ -71,8 +98,9 @@ def test_each_layer_reads_its_own_dequantize_node(model) -> None:
         dequant = node(result.model, f"{name}/dequant")
         assert dequant.op_type == "DequantizeLinear" and names.index(f"{name}/dequant") == names.index(name) - 1
         assert [a.i for a in dequant.attribute if a.name == "axis"] == [0]
-        assert list(dequant.input) == [f"{name}.weight/q", f"{name}.weight/scale", f"{name}.weight/zero_point"]
-        assert node(result.model, name).input[1] == dequant.output[0] == f"{name}.weight/dequantized"
+        w = f"{name}.weight"
+        assert list(dequant.input) == [f"{w}_quantized", f"{w}_scale", f"{w}_zero_point"]
+        assert node(result.model, name).input[1] == dequant.output[0] == f"{w}_DequantizeLinear_Output"
     assert not {f"{name}.weight" for name in LAYERS} & {i.name for i in result.model.graph.initializer}
 
 
@@ -107,10 +135,8 @@ def test_partitioned_model_gets_one_dequantize_per_sublayer(target: str, layers,
     )
     for sub in sublayers:
         weight = node(emitted.qdq, sub).input[1]
-        assert (
-            weight.endswith("/dequantized")
-            and initializer(emitted.qdq, weight.replace("/dequantized", "/q")).dtype == np.int8
-        )
+        codes = weight.replace("_DequantizeLinear_Output", "_quantized")
+        assert weight.endswith("_DequantizeLinear_Output") and initializer(emitted.qdq, codes).dtype == np.int8
 
 
 def test_float_weights_are_refused(model) -> None:
@@ -128,5 +154,5 @@ def test_codes_beyond_int8_are_refused(model) -> None:
 
 def test_no_steps_declines(model) -> None:
     result = to_qdq(model, {})
-    assert not result.changed and result.report == {"weights_quantized": 0}
+    assert not result.changed and result.report == {"weights_quantized": 0, "weights_int2": 0}
     assert result.model.SerializeToString() == model.SerializeToString()

@@ -12,9 +12,17 @@ import numpy as np
 import pytest
 import torch
 
+from odimo.ir.records import Rounding
 from odimo.retrain import kernels
 from odimo.retrain.bridge import LayerModule, NodeSpec
-from odimo.retrain.kernels import fused_pact_backward, fused_pact_forward, pact_backward, pact_forward
+from odimo.retrain.kernels import (
+    EAGER_FORWARD,
+    fused_pact_backward,
+    fused_pact_forward,
+    pact_backward,
+    pact_forward,
+    pact_round_forward,
+)
 from odimo.retrain.pact_layer import pact_layer
 from odimo.retrain.quantizers import PactActivation
 
@@ -35,15 +43,16 @@ def _tensors() -> dict[str, torch.Tensor]:
     }
 
 
+@pytest.mark.parametrize("rounding", list(Rounding))
 @pytest.mark.parametrize("signed", [False, True])
 @pytest.mark.parametrize("layout", list(_tensors()))
-def test_fused_kernels_equal_the_eager_formulas_bit_for_bit(layout: str, signed: bool) -> None:
+def test_fused_kernels_equal_the_eager_formulas_bit_for_bit(layout: str, signed: bool, rounding: Rounding) -> None:
     x = _tensors()[layout]
     low, clip, scale = (t.detach() for t in _bounds(signed))
     grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
 
-    produced = fused_pact_forward(x, low, clip, scale)
-    assert torch.equal(produced, pact_forward(x, low, clip, scale))
+    produced = fused_pact_forward(x, low, clip, scale, rounding)
+    assert torch.equal(produced, EAGER_FORWARD[rounding](x, low, clip, scale))
     assert produced.shape == x.shape
     if layout == "channels_last":
         assert produced.is_contiguous(memory_format=torch.channels_last)
@@ -68,8 +77,19 @@ def test_many_shapes_share_one_compiled_kernel_without_falling_back() -> None:
         warnings.simplefilter("error")  # a fallback would warn
         for n in range(1, 14):
             x = torch.randn(n, 3, n + 2, 5)
-            assert torch.equal(fused_pact_forward(x, low, clip, scale), pact_forward(x, low, clip, scale))
-    assert not kernels._flat_pact_forward.failed
+            for rounding, eager in EAGER_FORWARD.items():
+                assert torch.equal(fused_pact_forward(x, low, clip, scale, rounding), eager(x, low, clip, scale))
+    assert not kernels._flat_pact_forward.failed and not kernels._flat_pact_round_forward.failed
+
+
+def test_the_compiled_round_is_half_to_even_as_quantize_linear() -> None:
+    """Ties go to the even code (2.5 -> 2, 3.5 -> 4), as onnx QuantizeLinear rounds; floor keeps the guard."""
+    low, clip, scale = torch.tensor(0.0), torch.tensor(127 / 4), torch.tensor(4.0)
+    ties = torch.tensor([0.5, 1.5, 2.5, 3.5, 126.5]) / 4
+    assert torch.equal(fused_pact_forward(ties, low, clip, scale) * 4, torch.tensor([0.0, 2, 2, 4, 126]))
+    assert torch.equal(pact_round_forward(ties, low, clip, scale) * 4, torch.tensor([0.0, 2, 2, 4, 126]))
+    floored = fused_pact_forward(ties, low, clip, scale, Rounding.FLOOR) * 4
+    assert torch.equal(floored, torch.tensor([0.0, 1, 2, 3, 126]))
 
 
 def test_a_failing_compiler_warns_once_and_gives_the_eager_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -118,20 +138,21 @@ def _layer(op: str, pads: list[int] | None) -> tuple[LayerModule, torch.Tensor]:
     return LayerModule(spec, weight.astype(np.float32), rng.normal(size=8).astype(np.float32)), x
 
 
+@pytest.mark.parametrize("rounding", list(Rounding))
 @pytest.mark.parametrize("signed", [False, True])
 @pytest.mark.parametrize(("op", "pads"), [("Conv", [1, 1, 1, 1]), ("Conv", [0, 1, 1, 2]), ("Gemm", None)])
 def test_pact_layer_equals_the_layer_on_pact_output_in_value_and_every_gradient(
-    op: str, pads: list[int] | None, signed: bool
+    op: str, pads: list[int] | None, signed: bool, rounding: Rounding
 ) -> None:
     layer, x = _layer(op, pads)
-    act = PactActivation(3.0, signed)
+    act = PactActivation(3.0, signed, rounding)
     results = []
     for fused in (False, True):
         for p in (act.clip, layer.weight, layer.bias):
             p.grad = None
         leaf = x.clone().requires_grad_()
         y = (
-            pact_layer(leaf, act.bounds(), layer.weight, layer.bias, layer)
+            pact_layer(leaf, act.bounds(), layer.weight, layer.bias, layer, act.rounding)
             if fused
             else layer.apply(act(leaf), layer.weight, layer.bias)
         )

@@ -27,7 +27,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from odimo.ir.errors import TrainingError
-from odimo.ir.records import ImportedModel
+from odimo.ir.records import ImportedModel, Rounding
 from odimo.retrain import trainer
 from odimo.retrain.data import TrainValSplit
 from odimo.retrain.mixed_layers import FreeChoice, SplitPoint
@@ -361,9 +361,12 @@ def test_nan_in_the_data_stops_in_the_first_batch_that_holds_it(imported: Import
 # ---------------------------------------------------------------------------------- quantizers
 
 
+@pytest.mark.parametrize("rounding", list(Rounding))
 @pytest.mark.parametrize(("signed", "clip", "levels"), [(False, 6.0, 127), (True, 6.0, 63), (False, 1.0, 127)])
-def test_pact_output_is_on_the_pow2_grid_within_its_clip(signed: bool, clip: float, levels: int) -> None:
-    act = PactActivation(clip, signed)
+def test_pact_output_is_on_the_pow2_grid_within_its_clip(
+    signed: bool, clip: float, levels: int, rounding: Rounding
+) -> None:
+    act = PactActivation(clip, signed, rounding)
     scale = float(act.scale())
     assert scale == 2.0 ** np.floor(np.log2(levels / clip))
     assert act.effective_clip() == levels / scale
@@ -374,7 +377,9 @@ def test_pact_output_is_on_the_pow2_grid_within_its_clip(signed: bool, clip: flo
     assert torch.equal(steps, torch.round(steps))
     assert float(steps.min()) == (-levels if signed else 0) and float(steps.max()) == levels
     low = -act.effective_clip() if signed else 0.0
-    assert torch.equal(y, torch.floor(torch.clamp(x, low, act.effective_clip()) * scale + FLOOR_GUARD) / scale)
+    scaled = torch.clamp(x, low, act.effective_clip()) * scale
+    codes = torch.round(scaled) if rounding is Rounding.HALF_EVEN else torch.floor(scaled + FLOOR_GUARD)
+    assert torch.equal(y, codes / scale)
 
 
 @given(st.floats(0.01, 100.0), st.booleans())

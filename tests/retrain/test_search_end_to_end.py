@@ -61,15 +61,19 @@ def _supernet_from_checkpoint(model_path: Path, target: str, checkpoint: Path) -
     return supernet.eval()
 
 
-@pytest.mark.parametrize(("target", "emit"), [("diana", "qdq"), ("darkside", "float")])
+@pytest.mark.parametrize(
+    ("target", "emit", "rounding"),
+    [("diana", "qdq", "half-even"), ("diana", "qdq", "floor"), ("darkside", "float", "half-even")],
+)
 def test_search_compiles_and_the_onnx_scores_what_training_measured(
-    target: str, emit: str, tmp_path: Path, capsys: pytest.CaptureFixture
+    target: str, emit: str, rounding: str, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     source = tmp_path / "residual_add.onnx"
     onnx.save(residual_add(), str(source))
     output = tmp_path / f"out.{target}.onnx"
 
-    assert compile_main([str(source), "--target", target, "-o", str(output), *SMOKE]) == 0
+    argv = [str(source), "--target", target, "-o", str(output), "--act-rounding", rounding, *SMOKE]
+    assert compile_main(argv) == 0
     assert "accuracy:" in capsys.readouterr().out
 
     stem = tmp_path / f"out.{target}"
@@ -95,7 +99,9 @@ def test_search_compiles_and_the_onnx_scores_what_training_measured(
     onnx.checker.check_model(emitted, full_check=True)
     ops = {n.op_type for n in emitted.graph.node}
     assert ("DequantizeLinear" in ops) == (emit == "qdq")
-    assert ("Floor" in ops) == (target == "diana")  # the 7-bit activation quantizers
+    # the 7-bit activation quantizers: standard Q/DQ when they round half to even, else the floor chain
+    assert ("QuantizeLinear" in ops) == (target == "diana" and rounding == "half-even")
+    assert ("Floor" in ops) == (target == "diana" and rounding == "floor")
 
     x, y = _test_images(source)
     sess = session(emitted)

@@ -1,0 +1,122 @@
+"""Requantize a sub-layer's output where that changes nothing: Conv -> QuantizeLinear -> DequantizeLinear.
+
+DIANA's CUs write 8-bit outputs (the requantized accumulator), and onnxruntime forms QLinearConv
+only when a Conv's input *and* output pass through Q/DQ. The trained network quantizes layer
+inputs, not outputs, so a Q/DQ pair is added only where it is exact: every path from the output
+passes only ops that commute with a monotone elementwise quantizer q (Concat, Relu, MaxPool) and
+ends at activation quantizers (Clip -> QuantizeLinear) that all use one scale and one code type.
+Then q = that quantizer's Q/DQ with its scale and zero point 0: its codes survive the Clip and the
+second QuantizeLinear unchanged, so the later codes are those of the graph without the pair.
+
+Cases declined (the output stays float): a path into a residual Add, a pool that averages, a graph
+output or a layer read unquantized; consumers whose quantizers differ; an input that is not
+quantized (no activation Q/DQ, e.g. the floor chain or an untrained mapping).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from odimo.ir import names
+from odimo.ir.graph import GraphIndex
+from odimo.passes.base import PassResult
+
+# Ops q commutes with: q(max(a, b)) = max(q(a), q(b)) for a non-decreasing q with q(0) = 0;
+# a Concat only places values.
+TRANSPARENT = frozenset({"Concat", "Relu", "MaxPool"})
+LAYER_OPS = frozenset({"Conv", "Gemm"})
+
+
+def requant_outputs(model: onnx.ModelProto) -> PassResult:
+    """A Q/DQ pair after every Conv/Gemm whose input is quantized and whose output may be (see above)."""
+    work = copy.deepcopy(model)
+    index = GraphIndex.of(work.graph)
+    nodes: list[onnx.NodeProto] = []
+    added = 0
+    for node in work.graph.node:
+        nodes.append(node)
+        quantizer = _downstream_quantizer(node, index) if _reads_quantized(node, index) else None
+        if quantizer is None:
+            continue
+        output = node.output[0]
+        for consumer in index.consumers[output]:
+            consumer.input[list(consumer.input).index(output)] = names.dequantize_output(output)
+        nodes += _pair(node.name, output, quantizer, work.graph)
+        added += 1
+    del work.graph.node[:]
+    work.graph.node.extend(nodes)
+    return PassResult(work, changed=added > 0, report={"outputs_requantized": added})
+
+
+def _reads_quantized(node: onnx.NodeProto, index: GraphIndex) -> bool:
+    """A Conv/Gemm whose input and weight are both DequantizeLinear outputs."""
+    if node.op_type not in LAYER_OPS or len(node.input) < 2:
+        return False
+    producers = [index.producer.get(name) for name in node.input[:2]]
+    return all(p is not None and p.op_type == "DequantizeLinear" for p in producers)
+
+
+def _downstream_quantizer(node: onnx.NodeProto, index: GraphIndex) -> tuple[np.ndarray, np.ndarray] | None:
+    """(scale, zero point) shared by every activation quantizer the output reaches, or None."""
+    found: dict[tuple[float, str], tuple[np.ndarray, np.ndarray]] = {}
+    pending, seen = [node.output[0]], set()
+    while pending:
+        value = pending.pop()
+        if value in seen:
+            continue
+        seen.add(value)
+        users = index.consumers.get(value, [])
+        if value in index.outputs or not users:
+            return None
+        for user in users:
+            if user.op_type in TRANSPARENT:
+                pending.extend(user.output)
+                continue
+            quantizer = _act_quantizer(user, index)
+            if quantizer is None:
+                return None
+            scale, zero_point = quantizer
+            found[(float(scale), zero_point.dtype.name)] = quantizer
+    return next(iter(found.values())) if len(found) == 1 else None
+
+
+def _act_quantizer(node: onnx.NodeProto, index: GraphIndex) -> tuple[np.ndarray, np.ndarray] | None:
+    """The (scale, zero point) of an activation quantizer's Clip -> QuantizeLinear, else None."""
+    if node.op_type != "Clip" or not names.is_act_quant(node.name):
+        return None
+    quant = index.sole_consumer(node.output[0])
+    if quant is None or quant.op_type != "QuantizeLinear" or len(quant.input) < 3:
+        return None
+    scale, zero_point = index.array(quant.input[1]), index.array(quant.input[2])
+    if scale.size != 1 or np.any(zero_point != 0):
+        return None
+    return scale, zero_point
+
+
+def _pair(
+    node: str, output: str, quantizer: tuple[np.ndarray, np.ndarray], graph: onnx.GraphProto
+) -> list[onnx.NodeProto]:
+    prefix = names.requant(node)
+    scale, zero_point = quantizer
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(scale, names.part(prefix, "scale")),
+            numpy_helper.from_array(zero_point, names.part(prefix, "zero_point")),
+        ]
+    )
+    inputs = [names.part(prefix, "scale"), names.part(prefix, "zero_point")]
+    return [
+        helper.make_node(
+            "QuantizeLinear", [output, *inputs], [names.quantize_output(output)], name=names.part(prefix, "quant")
+        ),
+        helper.make_node(
+            "DequantizeLinear",
+            [names.quantize_output(output), *inputs],
+            [names.dequantize_output(output)],
+            name=names.part(prefix, "dequant"),
+        ),
+    ]
