@@ -145,12 +145,24 @@ def _train(
         _discretize(supernet, state, config, search > 0)
         supernet.fix_mapping(Assignment(supernet.plan.target.name, state.mapping))
         _calibrate(supernet, reference, images, "current")
-    trained = any(state.phase_epoch[p] for p in PHASES)
-    val = evaluate(supernet, data.x_val, data.y_val, config.batch_size, device) if trained else None
+    val = _final_val(supernet, data, config, state, device)
     lam = config.lam * math.exp(state.log_lambda_gain)
     return TrainResult(
         Assignment(supernet.plan.target.name, state.mapping), val, state.history, state.phase_seconds, lam
     )
+
+
+def _final_val(
+    supernet: Supernet, data: TrainValSplit, config: SearchSettings, state: TrainState, device: torch.device
+) -> float | None:
+    """The trained mapping's validation accuracy: the last epoch's when it was a final-phase epoch
+    (nothing has changed since it was measured), None when no step was trained."""
+    if not any(state.phase_epoch[p] for p in PHASES):
+        return None
+    last = state.history[-1] if state.history else None
+    if last is not None and last["phase"] == "final":
+        return last["val_acc"]
+    return evaluate(supernet, data.x_val, data.y_val, config.batch_size, device)
 
 
 def _calibration_images(data: TrainValSplit, config: SearchSettings, device: torch.device) -> torch.Tensor:
