@@ -73,20 +73,30 @@ def obtain_assignment(
         source_sha256=imported.source_sha256,
     )
     trained = search(imported, plan, settings, given[0] if given else None)
+    outcome = _outcome(imported, trained, given[1] if given else SEARCH)
+    return replace(
+        outcome,
+        lam=None if given else trained.lam,
+        training=Training(trained.phase_seconds, trained.history, settings.epochs, settings.data),
+        supernet_graph=checked_supernet_graph(outcome.model, trained),
+    )
+
+
+def _outcome(imported: ImportedModel, trained: Trained, label: str) -> SearchOutcome:
+    """What a trained or calibrated supernet gives the later stages: the user's graph with its
+    weights, the quantizers, and the accuracies as the report states them."""
     model = set_weights(imported.model, trained.weights, trained.biases, trained.constants).model
     tested = len(trained.test_data[1]) > 0
     return SearchOutcome(
         trained.mapping,
-        given[1] if given else SEARCH,
+        label,
         model,
         trained.substitutes,
         trained.quantized,
         trained.act_quant,
         _measured(trained.accuracy, tested),
-        None if given else trained.lam,
-        Training(trained.phase_seconds, trained.history, settings.epochs, settings.data),
-        trained.test_data if tested else None,
-        checked_supernet_graph(model, trained),
+        None,
+        test_data=trained.test_data if tested else None,
     )
 
 
@@ -111,20 +121,8 @@ def _untrained(
         except DataError as exc:
             notes = (f"not calibrated: {exc.what}; give --data that fits the model to calibrate the quantized layers",)
         else:
-            model = set_weights(imported.model, calibrated.weights, calibrated.biases, calibrated.constants).model
-            tested = len(calibrated.test_data[1]) > 0
-            return SearchOutcome(
-                calibrated.mapping,
-                label,
-                model,
-                calibrated.substitutes,
-                calibrated.quantized,
-                calibrated.act_quant,
-                _measured(calibrated.accuracy, tested),
-                None,
-                test_data=calibrated.test_data if tested else None,
-                notes=(f"calibrated on {settings.calibration_images} training images of {settings.data}, not trained",),
-            )
+            note = f"calibrated on {settings.calibration_images} training images of {settings.data}, not trained"
+            return replace(_outcome(imported, calibrated, label), notes=(note,))
     return SearchOutcome(
         assignment,
         label,

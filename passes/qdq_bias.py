@@ -14,11 +14,10 @@ import copy
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
 
 from odimo.ir import names
 from odimo.ir.graph import GraphIndex, attr, drop_unused_initializers
-from odimo.passes.base import PassResult, own_name
+from odimo.passes.base import PassResult, dequantized_input
 
 INT32_LIMIT = 2**31 - 1
 
@@ -68,20 +67,4 @@ def _dequantize_bias(
     codes = np.round(bias.astype(np.float64) / scale)
     if np.max(np.abs(codes), initial=0) > INT32_LIMIT or not np.array_equal(codes.astype(np.float32) * scale, bias):
         return None  # DequantizeLinear computes float(code) · scale in float32: it must give the bias back
-    prefix = own_name(index, bias_name, node.name)
-    graph.initializer.extend(
-        [
-            numpy_helper.from_array(codes.astype(np.int32), names.quantized(prefix)),
-            numpy_helper.from_array(scale, names.quant_scale(prefix)),
-            numpy_helper.from_array(np.zeros(len(scale), dtype=np.int32), names.quant_zero_point(prefix)),
-        ]
-    )
-    dequantized = names.dequantize_output(prefix)
-    node.input[2] = dequantized
-    return helper.make_node(
-        "DequantizeLinear",
-        [names.quantized(prefix), names.quant_scale(prefix), names.quant_zero_point(prefix)],
-        [dequantized],
-        name=names.bias_dequant(node.name),
-        axis=0,
-    )
+    return dequantized_input(node, 2, index, graph, codes.astype(np.int32), scale, names.bias_dequant(node.name))

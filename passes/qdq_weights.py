@@ -17,12 +17,11 @@ from collections.abc import Mapping
 import ml_dtypes
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
 
 from odimo.ir import names
 from odimo.ir.errors import NotQuantizedError
 from odimo.ir.graph import GraphIndex, drop_unused_initializers
-from odimo.passes.base import PassResult, own_name
+from odimo.passes.base import PassResult, dequantized_input
 
 # The float weights are q·step rounded to float32; anything further from an integer code is a bug.
 CODE_TOLERANCE = 1e-3
@@ -67,20 +66,5 @@ def _dequantize(
             f"weights of '{node.name}' are not integer multiples of their step",
             fix="fake-quantize the weights before the QDQ pass",
         )
-    prefix = own_name(index, weight_name, node.name)
-    graph.initializer.extend(
-        [
-            numpy_helper.from_array(codes.astype(np.int8).astype(code_type), names.quantized(prefix)),
-            numpy_helper.from_array(step, names.quant_scale(prefix)),
-            numpy_helper.from_array(np.zeros(len(step), dtype=code_type), names.quant_zero_point(prefix)),
-        ]
-    )
-    dequantized = names.dequantize_output(prefix)
-    node.input[1] = dequantized
-    return helper.make_node(
-        "DequantizeLinear",
-        [names.quantized(prefix), names.quant_scale(prefix), names.quant_zero_point(prefix)],
-        [dequantized],
-        name=names.dequant(node.name),
-        axis=0,
-    )
+    stored = codes.astype(np.int8).astype(code_type)
+    return dequantized_input(node, 1, index, graph, stored, step, names.dequant(node.name))
