@@ -153,6 +153,11 @@ def compile_main(argv: Sequence[str] | None = None) -> int:
         help="train on the labels only (default: the imported float model teaches every phase, KL on logits)",
     )
     training.add_argument(
+        "--no-refine",
+        action="store_true",
+        help="take the search's argmax as it is (default: refine each layer's count on the exact cost, held-out loss)",
+    )
+    training.add_argument(
         "--save-search-graph",
         type=Path,
         metavar="PATH",
@@ -182,6 +187,7 @@ def compile_main(argv: Sequence[str] | None = None) -> int:
             resume=args.resume,
             progress=not args.no_progress,
             distill=not args.no_distill,
+            refine=not args.no_refine,
             calibration_images=args.calibration_images,
             act_rounding=Rounding(args.act_rounding),
         )

@@ -79,6 +79,7 @@ def obtain_assignment(
         lam=None if given else trained.lam,
         training=Training(trained.phase_seconds, trained.history, settings.epochs, settings.data),
         supernet_graph=checked_supernet_graph(outcome.model, trained),
+        notes=trained.notes,
     )
 
 

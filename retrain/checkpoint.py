@@ -56,6 +56,7 @@ def identity(config: SearchSettings, target: str, fixed_mapping: Assignment | No
         "seed": config.seed,
         "data": config.data,
         "distill": config.distill,
+        "refine": config.refine,
         "calibration images": config.calibration_images,
         "activation rounding": config.act_rounding.value,
     }

@@ -53,6 +53,7 @@ class Trained:
     test_data: tuple[np.ndarray, np.ndarray]
     lam: float  # the λ the search ended with (adapted to a cost target, or the one given)
     supernet_graph: SupernetGraphCheck | None = None
+    notes: tuple[str, ...] = ()  # what the discretization did (the trainer's notes)
 
 
 def load_data(imported: ImportedModel, settings: SearchSettings) -> Dataset:
@@ -95,6 +96,7 @@ def search(
         test_data=(dataset.x_test, dataset.y_test),
         lam=result.lam,
         supernet_graph=check,
+        notes=result.notes,
     )
 
 

@@ -30,6 +30,7 @@ class SearchSettings:
     progress: bool = True
     save_supernet_graph: bool = False
     distill: bool = True  # the imported float model teaches every phase (KL on logits)
+    refine: bool = True  # the searched argmax is refined on the exact objective (targets/refine.py)
     calibration_images: int = 256  # training images that calibrate the quantized layers; 0: none
     source_sha256: str = ""  # of the model file trained: a checkpoint of another model is refused
     # How the PACT activation quantizers round: half to even is QuantizeLinear's own rounding (an

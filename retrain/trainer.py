@@ -30,6 +30,7 @@ from odimo.retrain.data import TrainValSplit
 from odimo.retrain.optimizers import PHASES, Stepper, build_optimizers
 from odimo.retrain.settings import SearchSettings
 from odimo.retrain.supernet import Supernet
+from odimo.targets.refine import Refinement, refine
 from odimo.targets.settle import LayerChoice, layer_costs, settle
 
 # Schedules run per step, on the fraction t/S of the phase's steps, so a one-epoch search anneals as
@@ -44,6 +45,7 @@ TARGET_GAIN = 0.05
 TARGET_RANGE = 1e4  # λ stays within [λ0 / 1e4, λ0 · 1e4]
 TARGET_START = 0.25  # with a target, λ starts gentle and rises while the mapping is too costly
 CROP_PAD = 4  # augmentation: random crop with 4 pixels of padding, horizontal flip
+REFINE_IMAGES = 1024  # held-out images on which the discrete refinement compares mappings (targets/refine.py)
 
 
 @dataclass
@@ -55,6 +57,7 @@ class TrainState:
     best_val: float = -1.0
     best_state: dict[str, Any] | None = None
     mapping: dict[str, tuple[str, ...]] | None = None
+    notes: list[str] = field(default_factory=list)  # how the mapping was discretized, for the report
     history: list[dict[str, Any]] = field(default_factory=list)
     phase_seconds: dict[str, float] = field(default_factory=lambda: {p: 0.0 for p in PHASES})
     log_lambda_gain: float = 0.0  # the cost target's controller: λ = λ0 · e^gain
@@ -67,6 +70,7 @@ class TrainResult:
     history: list[dict[str, Any]]
     phase_seconds: dict[str, float]
     lam: float  # the full λ at the end of the search (a cost target adapts it)
+    notes: tuple[str, ...] = ()  # for the report: what the discretization did
 
 
 def train(
@@ -128,7 +132,7 @@ def _train(
     plan = [("warmup", warmup), ("search", search), ("final", final)]
     for phase, count in plan:
         if phase == "final" and state.mapping is None:
-            _discretize(supernet, state, config, search > 0)
+            _discretize(supernet, state, config, search > 0, data, teacher, device)
             supernet.fix_mapping(Assignment(supernet.plan.target.name, state.mapping))
             _calibrate(supernet, reference, images, "current")
         if phase == "final":
@@ -142,13 +146,18 @@ def _train(
             if checkpoint is not None:
                 _save_checkpoint(checkpoint, supernet, optimizers, state, made_by)
     if state.mapping is None:
-        _discretize(supernet, state, config, search > 0)
+        _discretize(supernet, state, config, search > 0, data, teacher, device)
         supernet.fix_mapping(Assignment(supernet.plan.target.name, state.mapping))
         _calibrate(supernet, reference, images, "current")
     val = _final_val(supernet, data, config, state, device)
     lam = config.lam * math.exp(state.log_lambda_gain)
     return TrainResult(
-        Assignment(supernet.plan.target.name, state.mapping), val, state.history, state.phase_seconds, lam
+        Assignment(supernet.plan.target.name, state.mapping),
+        val,
+        state.history,
+        state.phase_seconds,
+        lam,
+        tuple(state.notes),
     )
 
 
@@ -298,14 +307,20 @@ def _run_epoch(
 
 
 def _task_loss(
-    logits: torch.Tensor, labels: torch.Tensor, teacher: torch.nn.Module | None, x: torch.Tensor
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    teacher: torch.nn.Module | None,
+    x: torch.Tensor,
+    teacher_logits: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Cross-entropy, or with a teacher (the imported float model) mostly the KL to its logits."""
+    """Cross-entropy, or with a teacher (the imported float model, or its logits on x given) mostly
+    the KL to its logits."""
     ce = F.cross_entropy(logits, labels)
-    if teacher is None:
+    if teacher is None and teacher_logits is None:
         return ce
     with torch.no_grad():
-        target = F.log_softmax(teacher(x) / DISTILL_TEMPERATURE, dim=1)
+        taught = teacher_logits if teacher_logits is not None else teacher(x)
+        target = F.log_softmax(taught / DISTILL_TEMPERATURE, dim=1)
     student = F.log_softmax(logits / DISTILL_TEMPERATURE, dim=1)
     kl = F.kl_div(student, target, log_target=True, reduction="batchmean") * DISTILL_TEMPERATURE**2
     return (1 - DISTILL_WEIGHT) * ce + DISTILL_WEIGHT * kl
@@ -323,8 +338,18 @@ def _after_epoch(supernet: Supernet, state: TrainState, phase: str, record: dict
         state.best_state = copy.deepcopy(supernet.state_dict())
 
 
-def _discretize(supernet: Supernet, state: TrainState, config: SearchSettings, searched: bool) -> None:
-    """Restore the best search epoch (validation accuracy, as the reference) and take its argmax.
+def _discretize(
+    supernet: Supernet,
+    state: TrainState,
+    config: SearchSettings,
+    searched: bool,
+    data: TrainValSplit,
+    teacher: torch.nn.Module | None,
+    device: torch.device,
+) -> None:
+    """Restore the best search epoch (validation accuracy, as the reference) and take its argmax,
+    refined on the exact objective (targets/refine.py: the relaxed cost cannot see that a layer's
+    last channel on the accurate CU costs a whole tile).
 
     With a cost target the last epoch is kept instead (the most accurate epoch is the least
     compressed one, the opposite of what the target asks), and its argmax is settled at the
@@ -332,15 +357,16 @@ def _discretize(supernet: Supernet, state: TrainState, config: SearchSettings, s
     if config.target_ratio is None and searched and state.best_state is not None:
         supernet.load_state_dict(state.best_state)
     state.mapping = dict(supernet.mapping().layers)
-    if config.target_ratio is not None and searched:
+    if not searched or not supernet.searchable:
+        return
+    if config.target_ratio is not None:
         state.mapping |= settled_mapping(supernet, state.mapping, config.objective, config.target_ratio)
+    elif config.refine and len(data.y_val):
+        state.mapping |= _refined_mapping(supernet, state, config, data, teacher, device)
 
 
-def settled_mapping(
-    supernet: Supernet, mapping: dict[str, tuple[str, ...]], objective: str, ratio: float
-) -> dict[str, tuple[str, ...]]:
-    """The searchable layers' assignment moved, channel by channel in the search's own preference
-    order, to cost at most 1/ratio of the accurate corner."""
+def _layer_choices(supernet: Supernet, mapping: dict[str, tuple[str, ...]], objective: str) -> list[LayerChoice]:
+    """Each searchable layer's argmax count, preference order and cost staircase."""
     target = supernet.plan.target
     cost = target.layer_latency if objective == "latency" else target.layer_energy
     choices = []
@@ -356,9 +382,63 @@ def settled_mapping(
                 mapping[name].count(cus[0]),
             )
         )
+    return choices
+
+
+def settled_mapping(
+    supernet: Supernet, mapping: dict[str, tuple[str, ...]], objective: str, ratio: float
+) -> dict[str, tuple[str, ...]]:
+    """The searchable layers' assignment moved, channel by channel in the search's own preference
+    order, to cost at most 1/ratio of the accurate corner."""
+    choices = _layer_choices(supernet, mapping, objective)
     corner, fixed = supernet.corner_costs(objective)
     counts = settle(choices, corner / ratio - fixed)
     return {choice.name: choice.assignment(counts[choice.name]) for choice in choices}
+
+
+def _refined_mapping(
+    supernet: Supernet,
+    state: TrainState,
+    config: SearchSettings,
+    data: TrainValSplit,
+    teacher: torch.nn.Module | None,
+    device: torch.device,
+) -> dict[str, tuple[str, ...]]:
+    """The argmax refined on the search's own objective, task loss measured on held-out images."""
+    choices = _layer_choices(supernet, state.mapping, config.objective)
+    by_name = {c.name: c for c in choices}
+    x = torch.from_numpy(data.x_val[:REFINE_IMAGES]).to(device)
+    y = torch.from_numpy(data.y_val[:REFINE_IMAGES]).to(device)
+    size = config.batch_size
+    batches = [(x[k : k + size], y[k : k + size]) for k in range(0, len(y), size)]
+    supernet.eval()
+    with torch.no_grad():
+        taught = [None if teacher is None else teacher(xb) for xb, _ in batches]
+
+        def loss(counts: dict[str, int]) -> float:
+            layers = {name: by_name[name].assignment(n) for name, n in counts.items()}
+            supernet.fix_mapping(Assignment(supernet.plan.target.name, layers))
+            total = sum(
+                float(_task_loss(supernet(xb), yb, None, xb, t)) * len(yb) for (xb, yb), t in zip(batches, taught)
+            )
+            return total / len(y)
+
+        corner, _ = supernet.corner_costs(config.objective)
+        result = refine(choices, loss, config.lam, corner)
+    state.notes.append(_refinement_note(result, config.objective))
+    return {name: by_name[name].assignment(n) for name, n in result.counts.items()}
+
+
+def _refinement_note(result: Refinement, objective: str) -> str:
+    unit = "cycles" if objective == "latency" else "mW·cycles"
+    if not result.moved:
+        return f"discrete refinement: the argmax kept ({result.cost_before:,.0f} {unit})"
+    moves = ", ".join(f"{name} {a}->{b}" for name, (a, b) in result.moved.items())
+    return (
+        f"discrete refinement: {len(result.moved)} layers changed their count on the accurate CU ({moves}); "
+        f"{result.cost_before:,.0f} -> {result.cost_after:,.0f} {unit}, held-out task loss "
+        f"{result.loss_before:.4f} -> {result.loss_after:.4f}"
+    )
 
 
 def _split_summary(cus: tuple[str, ...]) -> dict[str, int]:

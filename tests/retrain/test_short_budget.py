@@ -202,3 +202,29 @@ def test_a_cost_target_settles_the_mapping_just_within_it(imported: Importer) ->
             target.name, result.mapping.layers | {name: ("cluster",) * (first + 1) + ("dwe",) * (len(cus) - first - 1)}
         )
         assert cost_table(layers, target, more).total.cycles > corner_cost / ratio, name
+
+
+def test_the_searched_argmax_is_refined_on_the_exact_objective(imported: Importer) -> None:
+    """A λ search ends with the discrete refinement (targets/refine.py): the report's note names
+    it, and the refined mapping's objective on the held-out images is no worse than the argmax's."""
+    runs = {}
+    for refine in (False, True):
+        supernet, reference, _ = _supernet(imported)
+        settings = SearchSettings(epochs=(0, 1, 0), lam=0.5, batch_size=8, progress=False, refine=refine)
+        runs[refine] = (train(supernet, task(128), settings, reference=reference), supernet)
+    argmax, refined = runs[False][0], runs[True][0]
+    assert not argmax.notes
+    assert len(refined.notes) == 1 and refined.notes[0].startswith("discrete refinement")
+    supernet = runs[True][1]
+    target, layers = supernet.plan.target, supernet.plan.analysis.geometries
+    corner, _ = supernet.corner_costs("latency")
+    val = task(128)
+    x, y = torch.from_numpy(val.x_val), torch.from_numpy(val.y_val)
+
+    def objective(mapping: Assignment) -> float:
+        supernet.fix_mapping(mapping)
+        with torch.no_grad():
+            loss = float(_task_loss(supernet.eval()(x), y, reference.eval(), x))
+        return loss + 0.5 * cost_table(layers, target, mapping).searchable.cycles / corner
+
+    assert objective(refined.mapping) <= objective(argmax.mapping) + 1e-6
