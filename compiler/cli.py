@@ -300,6 +300,12 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=epochs, default="0,1,1")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit-batches", type=int)
+    parser.add_argument(
+        "--act-rounding",
+        choices=("half-even", "floor"),
+        default="half-even",
+        help="how every point's activation quantizers round (odimo-compile --act-rounding)",
+    )
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers takes an integer >= 1, not {args.workers}")
@@ -323,7 +329,7 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
         baselines = known if args.baselines == "all" else [b for b in (args.baselines or "").split(",") if b]
         points = plan_points(lambdas, baselines)
         extra = ["--objective", args.objective, "--data", args.data, "--epochs", ",".join(map(str, args.epochs))]
-        extra += ["--seed", str(args.seed)]
+        extra += ["--seed", str(args.seed), "--act-rounding", args.act_rounding]
         extra += ["--limit-batches", str(args.limit_batches)] if args.limit_batches else []
         results = run_sweep(args.model.resolve(), args.target, points, args.output, extra, args.workers, args.ray)
         summary = summarize(results, args.objective)

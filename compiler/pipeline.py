@@ -217,7 +217,7 @@ def verify_stage(record: Transformed) -> Verified:
         require_equivalent(graphs.partitioned, graphs.qdq, probes, "the QDQ model")
 
     def labelled(model: onnx.ModelProto, integer: bool) -> onnx.ModelProto:
-        quantized = insert_act_quant(model, outcome.act_quant).model
+        quantized = insert_act_quant(model, outcome.act_quant, outcome.add_quant).model
         if integer:  # integer biases and requantized outputs, so that runtimes form QLinearConv
             integerized = qdq_bias(requant_outputs(quantized).model).model
             # both passes are exact (the same float32 numbers reach every quantizer), so even with the

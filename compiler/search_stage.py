@@ -20,7 +20,7 @@ import onnx
 from odimo.compiler.report import Training
 from odimo.ir.assignment import Assignment
 from odimo.ir.errors import DataError, ReferenceMismatchError
-from odimo.ir.records import ActQuant, ImportedModel, QuantizedLayers, Substitute
+from odimo.ir.records import ActQuant, AddInputQuant, ImportedModel, QuantizedLayers, Substitute
 from odimo.ir.verify import compare_outputs, logits_view, run, session
 from odimo.passes.act_quant import insert_act_quant
 from odimo.passes.mix_substitutes import diagonal_substitutes
@@ -51,6 +51,7 @@ class SearchOutcome:
     test_data: tuple[np.ndarray, np.ndarray] | None = None  # for the onnxruntime accuracy
     supernet_graph: onnx.ModelProto | None = None
     notes: tuple[str, ...] = ()  # for the report: how the mapping's weights were obtained
+    add_quant: tuple[AddInputQuant, ...] = ()  # the trained quantizers of residual Add inputs
 
 
 def obtain_assignment(
@@ -98,6 +99,7 @@ def _outcome(imported: ImportedModel, trained: Trained, label: str) -> SearchOut
         _measured(trained.accuracy, tested),
         None,
         test_data=trained.test_data if tested else None,
+        add_quant=trained.add_quant,
     )
 
 
@@ -189,4 +191,4 @@ def checked_supernet_graph(model: onnx.ModelProto, trained: Trained) -> onnx.Mod
         raise ReferenceMismatchError(
             f"the search graph differs from the torch supernet by {result.max_abs_diff:.3g} > {result.bound:.3g}"
         )
-    return insert_act_quant(graph, trained.act_quant).model
+    return insert_act_quant(graph, trained.act_quant, trained.add_quant).model

@@ -61,6 +61,12 @@ def act_quant_output(value: str, layer: str) -> str:
     return part(value, layer, "act")
 
 
+def add_input(node: str, index: int) -> str:
+    """The owner of the quantizer on input `index` of residual Add `node`: `A/input<k>` (its chain
+    is `A/input<k>/act/...`, the value it writes `X/A/input<k>/act`)."""
+    return part(node, f"input{index}")
+
+
 def requant(sublayer: str) -> str:
     """The prefix of the Q/DQ pair that requantizes a sub-layer's output: `L/<cu>/requant`."""
     return part(sublayer, "requant")

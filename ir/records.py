@@ -110,6 +110,22 @@ class ActQuant:
 
 
 @dataclass(frozen=True)
+class AddInputQuant:
+    """Input `index` of residual Add `node` reads the 7-bit quantized value, as DIANA adds two
+    requantized 8-bit tensors (method.md §6).
+
+    `shares` names the layer whose input quantizer it is (the identity path: the Add reads what that
+    layer reads, one trained clip); None gives the input its own quantizer. `quant` holds the numbers
+    either way, with `quant.input` the value the Add reads in the canonical graph.
+    """
+
+    node: str
+    index: int
+    quant: ActQuant
+    shares: str | None = None
+
+
+@dataclass(frozen=True)
 class QuantizedLayers:
     """Dequantized weights to write back, and each channel's step (original channel order)."""
 

@@ -1,7 +1,8 @@
-"""Activation quantizers as standard ops before a layer, in the form of their rounding.
+"""Activation quantizers as standard ops before a layer or a residual Add, in the form of their rounding.
 
-The trained network quantizes every costed layer's input to 7 bits (PACT, method.md §6); writing the
-same quantizer into the ONNX makes onnxruntime compute what the training measured:
+The trained network quantizes every costed layer's input to 7 bits (PACT, method.md §6), and on a
+quantized target both inputs of every residual Add; writing the same quantizers into the ONNX makes
+onnxruntime compute what the training measured:
 - half to even (the default): `Clip(x, lo, clip) -> QuantizeLinear(1/s) -> DequantizeLinear`, uint8
   codes (int8 for a signed input) with zero point 0. QuantizeLinear rounds half to even, and s is a
   power of two, so the pair is the trained quantizer bit for bit, and runtimes see a quantized
@@ -10,15 +11,16 @@ same quantizer into the ONNX makes onnxruntime compute what the training measure
   layer reads keeps the name `X/L/act`, and the Clip writes `X/L/act_QuantizeLinear_Input`.
 - floor: `floor(clamp(x, lo, clip) · s + guard) / s` as Clip->Mul->Add->Floor->Div; no standard
   Q/DQ is exact for a floor (ties differ), so this chain stays five float ops.
-The nodes sit right before the layer's (sub-)layers and are tagged `odimo.role = act-quant`, so
-verification can compare the graphs without them: a last-bit difference upstream may flip a code
-(onnx-io.md §4).
+A residual Add's identity path (a value a quantized layer reads too) reads that layer's chain, as it
+shares that layer's trained quantizer; its other inputs get their own chain, `A/input<k>/act/...`.
+The nodes are tagged `odimo.role = act-quant`, so verification can compare the graphs without them:
+a last-bit difference upstream may flip a code (onnx-io.md §4).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import partial
 
 import numpy as np
@@ -26,29 +28,66 @@ import onnx
 from onnx import helper, numpy_helper
 
 from odimo.ir import names
-from odimo.ir.records import ActQuant, Rounding
+from odimo.ir.records import ActQuant, AddInputQuant, Rounding
 from odimo.passes.base import PassResult
 from odimo.targets.quantization import FLOOR_GUARD
 
 
-def insert_act_quant(model: onnx.ModelProto, quantizers: Mapping[str, ActQuant]) -> PassResult:
-    """`quantizers[layer]` quantizes the input of node `layer` and of its sub-layers `layer/...`."""
+def insert_act_quant(
+    model: onnx.ModelProto, quantizers: Mapping[str, ActQuant], add_inputs: Sequence[AddInputQuant] = ()
+) -> PassResult:
+    """`quantizers[layer]` quantizes the input of node `layer` and of its sub-layers `layer/...`;
+    each of `add_inputs` one input of a residual Add, through its layer's chain when it shares one.
+
+    Each chain is inserted once, right before the first node that reads it: the value it quantizes
+    is computed before that node, so a topologically sorted graph stays sorted whatever the order of
+    the Add and the layer whose chain it shares.
+    """
     work = copy.deepcopy(model)
+    by_add: dict[str, list[AddInputQuant]] = {}
+    for entry in add_inputs:
+        by_add.setdefault(entry.node, []).append(entry)
     nodes: list[onnx.NodeProto] = []
-    inserted = 0
+    made: set[str] = set()
+    adds = 0
     for node in work.graph.node:
-        layer = _owning_layer(node.name, quantizers)
-        quant = quantizers.get(layer) if layer else None
-        if quant is not None and quant.input in node.input:
-            quantized = names.act_quant_output(quant.input, layer)
-            if not any(n.output[0] == quantized for n in nodes):
-                nodes += _chain(layer, quant, quantized, work.graph)
-                inserted += 1
-            node.input[list(node.input).index(quant.input)] = quantized
+        add_reads = _add_reads(node, by_add.get(node.name, []), quantizers)
+        for k, owner, quant in _layer_reads(node, quantizers) + add_reads:
+            quantized = names.act_quant_output(quant.input, owner)
+            if quantized not in made:
+                nodes += _chain(owner, quant, quantized, work.graph)
+                made.add(quantized)
+            node.input[k] = quantized
+        adds += len(add_reads)
         nodes.append(node)
     del work.graph.node[:]
     work.graph.node.extend(nodes)
-    return PassResult(work, changed=inserted > 0, report={"act_quant_chains": inserted})
+    report = {"act_quant_chains": len(made), "add_inputs_quantized": adds}
+    return PassResult(work, changed=bool(made), report=report)
+
+
+def _layer_reads(node: onnx.NodeProto, quantizers: Mapping[str, ActQuant]) -> list[tuple[int, str, ActQuant]]:
+    """(input index, chain owner, quantizer) of a layer's (sub-)layer reading its quantized input."""
+    layer = _owning_layer(node.name, quantizers)
+    quant = quantizers.get(layer) if layer else None
+    if quant is None or quant.input not in node.input:
+        return []
+    return [(list(node.input).index(quant.input), layer, quant)]
+
+
+def _add_reads(
+    node: onnx.NodeProto, entries: list[AddInputQuant], quantizers: Mapping[str, ActQuant]
+) -> list[tuple[int, str, ActQuant]]:
+    """The quantized inputs of a residual Add: the shared layer's own chain (the same trained numbers),
+    or one owned by the input, `A/input<k>`."""
+    reads = []
+    for entry in entries:
+        assert node.input[entry.index] == entry.quant.input, f"{node.name} input {entry.index} was renamed"
+        if entry.shares is not None and entry.shares in quantizers:
+            reads.append((entry.index, entry.shares, quantizers[entry.shares]))
+        else:
+            reads.append((entry.index, names.add_input(entry.node, entry.index), entry.quant))
+    return reads
 
 
 def _owning_layer(node_name: str, quantizers: Mapping[str, ActQuant]) -> str | None:

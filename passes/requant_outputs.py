@@ -2,15 +2,24 @@
 
 DIANA's CUs write 8-bit outputs (the requantized accumulator), and onnxruntime forms QLinearConv
 only when a Conv's input *and* output pass through Q/DQ. The trained network quantizes layer
-inputs, not outputs, so a Q/DQ pair is added only where it is exact: every path from the output
-passes only ops that commute with a monotone elementwise quantizer q (Concat, Relu, MaxPool) and
-ends at activation quantizers (Clip -> QuantizeLinear) that all use one scale and one code type.
-Then q = that quantizer's Q/DQ with its scale and zero point 0: its codes survive the Clip and the
-second QuantizeLinear unchanged, so the later codes are those of the graph without the pair.
+inputs and both inputs of every residual Add, not outputs, so a Q/DQ pair is added only where it is
+exact: every path from the output passes only ops that commute with a monotone elementwise
+quantizer q (Concat, Relu, MaxPool) and ends at activation quantizers (Clip -> QuantizeLinear) that
+all use one scale and one code type. Then q = that quantizer's Q/DQ with its scale and zero point 0:
+its codes survive the Clip and the second QuantizeLinear unchanged, so the later codes are those of
+the graph without the pair.
 
-Cases declined (the output stays float): a path into a residual Add, a pool that averages, a graph
-output or a layer read unquantized; consumers whose quantizers differ; an input that is not
-quantized (no activation Q/DQ, e.g. the floor chain or an untrained mapping).
+Cases handled: an output read by the next layers' quantizers (through Relu, MaxPool, Concat); an
+output that meets a residual Add, whose inputs are quantized: a block's last conv and a shortcut conv
+(the Add input's own quantizer), and a conv before the identity path (the Add reads the quantizer of
+the layer that reads the same value, so both consumers are one chain). With the Add inputs
+quantized as DIANA trains them, every Conv sub-layer of a ResNet qualifies.
+
+Cases declined (the output stays float): a path into an Add whose input is not quantized (a model
+trained without the Add quantizers, the floor chain), a pool that averages, a graph output or a
+layer read unquantized; consumers whose quantizers differ (two layers with their own clips reading
+one conv's output, or an Add input quantized on another grid than its sibling consumer); an input
+that is not quantized (no activation Q/DQ, e.g. the floor chain or an untrained mapping).
 """
 
 from __future__ import annotations

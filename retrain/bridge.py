@@ -102,6 +102,9 @@ class OnnxModule(nn.Module):
             for n in graph.node
         ]
         self.layers = nn.ModuleDict()
+        # node name -> {input index: module}: that input is read through the module (a quantizer);
+        # the modules belong to whoever registers them (`read_through`), so they are not our state
+        self.input_maps: dict[str, dict[int, nn.Module]] = {}
         self.const_names: dict[str, str] = {}
         for spec in self.specs:
             if spec.op_type not in TORCH_OPS:
@@ -133,6 +136,14 @@ class OnnxModule(nn.Module):
     def layer(self, node_name: str) -> nn.Module:
         return self.layers[module_key(node_name)]
 
+    def read_through(self, node_name: str, index: int, module: nn.Module) -> None:
+        """Input `index` of node `node_name` reads `module(value)` instead of the value.
+
+        How the supernet quantizes what a non-layer node reads (the inputs of a residual Add) without
+        a rewrite of the graph; the caller registers `module` so that it trains and is saved.
+        """
+        self.input_maps.setdefault(node_name, {})[index] = module
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The logits (see the class docstring): the graph without its ArgMax/ArgMin tail."""
         return self._run(x, self.tail_nodes)[self.logits_name]
@@ -151,6 +162,9 @@ class OnnxModule(nn.Module):
                 env[spec.outputs[0]] = self.layers[key](env[spec.inputs[0]])
                 continue
             args = [self._value(env, name) for name in spec.inputs]
+            maps = self.input_maps.get(spec.name)
+            if maps:
+                args = [maps[k](a) if k in maps else a for k, a in enumerate(args)]
             results = _OPS[spec.op_type](spec, args)
             for name, value in zip(spec.outputs, results if isinstance(results, (list, tuple)) else [results]):
                 if name:

@@ -9,7 +9,8 @@ no training at all (ODiMO on Fashion-MNIST: 10 % -> 93.6 %, research/short-budge
   Σ_x the second moment of the layer's input patches, not the weight error;
 - a per-channel gain on the ternary level and a per-channel bias shift for every format, so that
   each output channel's mean and spread match the float model's (what BatchNorm re-estimation does);
-- PACT clips from the statistics of each layer's input;
+- PACT clips from the statistics of each layer's input, and of each residual Add input that has
+  its own quantizer (the identity path shares its layer's);
 - for a depthwise substitute (Darkside), per channel the 3x3 kernel and bias that reproduce the
   conv's output channel from its own input channel in the least-squares sense (the diagonal of the
   conv, or a random init, predicts it worse than its mean).
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 
 from odimo.retrain.bridge import OnnxModule
 from odimo.retrain.mixed_layers import BlendLayer, MixedLayer, SubstituteLayer
-from odimo.retrain.quantizers import TernaryWeights
+from odimo.retrain.quantizers import PactActivation, TernaryWeights
 from odimo.retrain.supernet import Supernet
 
 PATCH_ROWS = 20_000  # im2col rows sampled for Σ_x
@@ -97,7 +98,13 @@ def _sequential_pass(
             quantizer.set_scales(_output_mse_scales(module, x))
         _fit_affine(module, x, targets[module.layer.node_name], cu)
 
-    with _removed_after([module.register_forward_pre_hook(fit) for module in layers]):
+    def fit_clip(quantizer: PactActivation, inputs: tuple[torch.Tensor, ...]) -> None:
+        if cu is None or cu == supernet.plan.target.cus[0]:  # as a layer's own clip, in the first pass
+            quantizer.clip.fill_(_clip_of(inputs[0], quantizer.signed))
+
+    hooks = [module.register_forward_pre_hook(fit) for module in layers]
+    hooks += [q.register_forward_pre_hook(fit_clip) for q in supernet.residual_quantizers.values()]
+    with _removed_after(hooks):
         supernet(images)
 
 

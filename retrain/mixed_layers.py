@@ -281,9 +281,7 @@ class BlendLayer(MixedLayer):
         return torch.where(first, steps[self.cus[0]], steps[self.cus[1]])
 
     def act_quant(self, input_name: str) -> ActQuant:
-        clip = self.act.effective_clip()
-        scale = float(self.act.scale())
-        return ActQuant(input_name, -clip if self.act.signed else 0.0, clip, scale, self.act.rounding)
+        return self.act.record(input_name)
 
     def graph_tensors(self) -> tuple[str, str, dict[str, torch.Tensor], dict[str, int]]:
         parts = self.quantized_parts()

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from odimo.ir.records import Rounding
+from odimo.ir.records import ActQuant, Rounding
 from odimo.retrain.kernels import fused_pact_backward, fused_pact_forward
 from odimo.targets.quantization import INT8_LEVELS, TERNARY_INIT, WeightFormat
 
@@ -78,6 +78,11 @@ class PactActivation(nn.Module):
         scale = self.scale()
         clip = self.clip + (self.levels / scale - self.clip).detach()
         return (-clip if self.signed else torch.zeros_like(clip)), clip, scale
+
+    def record(self, input_name: str) -> ActQuant:
+        """What the emission writes for this quantizer on value `input_name`."""
+        clip = self.effective_clip()
+        return ActQuant(input_name, -clip if self.signed else 0.0, clip, float(self.scale()), self.rounding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:

@@ -3,8 +3,9 @@
 Keeps the pipeline free of torch details and retrain free of graph work: the result carries the
 discrete mapping, the trained weights and biases by node (fake-quantized where the target trains
 quantized), the trained constants, the substitutes, each row's quantization step, the activation
-quantizers and the accuracies; for the search graph, each searchable layer's state and the supernet's outputs on the
-probes it must reproduce. The driver writes them into graphs (compiler/search_stage.py).
+quantizers (of the layers' and the residual Adds' inputs) and the accuracies; for the search graph,
+each searchable layer's state and the supernet's outputs on the probes it must reproduce. The
+driver writes them into graphs (compiler/search_stage.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import onnx
 import torch
 
 from odimo.ir.assignment import Assignment
-from odimo.ir.records import ActQuant, ImportedModel, QuantizedLayers, Substitute, SupernetNode
+from odimo.ir.records import ActQuant, AddInputQuant, ImportedModel, QuantizedLayers, Substitute, SupernetNode
 from odimo.ir.verify import DYNAMIC_BATCH_PROBE, probe_inputs
 from odimo.retrain.bridge import OnnxModule
 from odimo.retrain.data import Dataset, fit_to_model, load_dataset, split_train_val
@@ -47,6 +48,7 @@ class Trained:
     substitutes: dict[str, Substitute]
     quantized: QuantizedLayers | None
     act_quant: dict[str, ActQuant]
+    add_quant: tuple[AddInputQuant, ...]  # the quantized inputs of residual Adds
     accuracy: dict[str, float | None]
     phase_seconds: dict[str, float]
     history: list[dict[str, Any]]
@@ -90,6 +92,7 @@ def search(
         substitutes=substitutes,
         quantized=quantized,
         act_quant=act_quant,
+        add_quant=supernet.add_input_quantizers(),
         accuracy={"float": float_accuracy, "final": final_accuracy, "val": result.val_accuracy},
         phase_seconds=result.phase_seconds,
         history=result.history,

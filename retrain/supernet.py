@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
 import torch
 from torch import nn
 
+from odimo.ir import names
 from odimo.ir.assignment import Assignment
 from odimo.ir.graph import GraphIndex, attr
-from odimo.ir.records import ActQuant, QuantizedLayers, Substitute, SupernetNode
+from odimo.ir.records import ActQuant, AddInputQuant, QuantizedLayers, Substitute, SupernetNode
 from odimo.retrain.bridge import LayerModule, OnnxModule, module_key
 from odimo.retrain.mixed_layers import BlendLayer, MixedLayer, SubstituteLayer
+from odimo.retrain.quantizers import PactActivation
 from odimo.targets.base import ParamSet, Role, SearchKind
 from odimo.targets.baselines import corner
 from odimo.targets.costing import cost_table
@@ -48,9 +50,25 @@ _PRESERVING_OPS = {
 }
 
 
+@dataclass(frozen=True)
+class ResidualInput:
+    """Input `index` of residual Add `node` reads `value` quantized: by the input quantizer of layer
+    `shares` (the identity path), or by its own in `Supernet.residual_quantizers`."""
+
+    node: str
+    index: int
+    value: str
+    shares: str | None
+
+
 class Supernet(nn.Module):
     """`constrained=False` searches every layer per channel, ignoring contiguous groups: only for
-    measuring what the constraint costs (its mappings cannot all be emitted without Gathers)."""
+    measuring what the constraint costs (its mappings cannot all be emitted without Gathers).
+
+    On a target that trains quantized (a blend kind), both inputs of every residual Add are 7-bit
+    quantized too (method.md §6), as DIANA adds two requantized tensors: so the output of a layer
+    that meets an Add is quantized where the hardware has it, and the emission can requantize it.
+    """
 
     def __init__(self, model: onnx.ModelProto, plan: TargetPlan, constrained: bool = True) -> None:
         super().__init__()
@@ -68,6 +86,38 @@ class Supernet(nn.Module):
             self.net.layers[module_key(layer.name)] = module
             if layer.support.role is Role.SEARCHABLE:
                 self.searchable.append(layer.name)
+        self.residual_quantizers = nn.ModuleDict()  # the Add inputs' own quantizers, by names.add_input
+        self.residual_inputs: list[ResidualInput] = []
+        if self.spec.kind is SearchKind.WEIGHT_BLEND:
+            self._quantize_residual_adds(model, nonnegative)
+
+    def _quantize_residual_adds(self, model: onnx.ModelProto, nonnegative: set[str]) -> None:
+        """Every input of every residual Add reads a quantizer: the identity path (a value that a
+        quantized layer also reads) that layer's own input quantizer, one module and one trained clip,
+        so the Add and the layer see the same codes; any other input a new PACT, signed unless the
+        value is provably non-negative."""
+        readers: dict[str, str] = {}  # value -> the first quantized layer reading it, in graph order
+        for layer in self.plan.layers:
+            if isinstance(self.net.layer(layer.name), BlendLayer):
+                readers.setdefault(layer.layer.input, layer.name)
+        graph_inputs = {i.name for i in model.graph.input}
+        for node in residual_adds(model):
+            for k, value in enumerate(node.input):
+                shares = readers.get(value)
+                if shares is not None:
+                    quantizer = self.mixed(shares).act
+                else:
+                    clip = INPUT_CLIP if value in graph_inputs else HIDDEN_CLIP
+                    quantizer = PactActivation(clip, signed=value not in nonnegative)
+                    self.residual_quantizers[module_key(names.add_input(node.name, k))] = quantizer
+                self.net.read_through(node.name, k, quantizer)
+                self.residual_inputs.append(ResidualInput(node.name, k, value, shares))
+
+    def residual_quantizer(self, entry: ResidualInput) -> PactActivation:
+        """The quantizer that input reads (a layer's, when it shares one)."""
+        if entry.shares is not None:
+            return self.mixed(entry.shares).act
+        return self.residual_quantizers[module_key(names.add_input(entry.node, entry.index))]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -84,7 +134,8 @@ class Supernet(nn.Module):
         if which is ParamSet.ARCHITECTURE:
             return [p for name in self.searchable for p in self.mixed(name).architecture_parameters()]
         if which is ParamSet.QUANTIZERS:
-            return [p for m in self.mixed_layers() for p in m.quantizer_parameters()]
+            own = [q.clip for q in self.residual_quantizers.values()]
+            return [p for m in self.mixed_layers() for p in m.quantizer_parameters()] + own
         if which is ParamSet.SUBSTITUTES:
             return [p for m in self.mixed_layers() for p in m.substitute_parameters()]
         special = {id(p) for s in (ParamSet.ARCHITECTURE, ParamSet.QUANTIZERS) for p in self.parameter_set(s)}
@@ -175,10 +226,19 @@ class Supernet(nn.Module):
                 result[layer.name] = module.act_quant(layer.layer.input)
         return result
 
+    def add_input_quantizers(self) -> tuple[AddInputQuant, ...]:
+        """Each quantized input of a residual Add, with its trained quantizer and whose it is."""
+        return tuple(
+            AddInputQuant(entry.node, entry.index, quantizer.record(entry.value), entry.shares)
+            for entry in self.residual_inputs
+            if (quantizer := self.residual_quantizer(entry)).enabled
+        )
+
     @contextlib.contextmanager
     def act_quant_disabled(self) -> Iterator[None]:
         """The supernet without its activation quantizers (what the search graph computes)."""
         acts = [a for m in self.mixed_layers() if (a := m.activation_quantizer()) is not None]
+        acts += [q for q in self.residual_quantizers.values() if q.enabled]
         try:
             for act in acts:
                 act.enabled = False
@@ -257,6 +317,16 @@ def _search_layer(
 def _group_metadata(plan: TargetPlan, name: str) -> dict[str, str]:
     layer = plan.layer(name)
     return {"odimo.group": f"{layer.group.id}:{layer.policy.value}"}
+
+
+def residual_adds(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """The Adds of two activations (no constant input): the joins of residual paths."""
+    index = GraphIndex.of(model.graph)
+    return [
+        node
+        for node in model.graph.node
+        if node.op_type == "Add" and len(node.input) == 2 and not any(index.is_constant(v) for v in node.input)
+    ]
 
 
 def nonnegative_values(model: onnx.ModelProto) -> set[str]:

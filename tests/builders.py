@@ -174,6 +174,22 @@ def residual_add() -> onnx.ModelProto:
     return g.build(g.gemm(g.flatten(g.gap(y, "gap"), "flatten"), 4, "fc"))
 
 
+def residual_shortcut() -> onnx.ModelProto:
+    """A ResNet stage pair: an identity block, then a strided block with a 1x1 shortcut conv.
+
+    x -> stem -> relu -+-> conv1 -> relu1 -> conv2 -> add1 -> relu2 -+-> conv3 (s2) -> relu3 -> conv4 -> add2 -> relu4
+                       +---------------------------------^          +-> short (1x1, s2) -----------------^
+    relu4 -> gap -> flatten -> fc
+    """
+    g = GraphBuilder()
+    s = g.relu(g.conv("x", 8, "stem"), "stem_relu")
+    y = g.conv(g.relu(g.conv(s, 8, "conv1"), "relu1"), 8, "conv2")
+    r = g.relu(g.binary("Add", y, s, "add1"), "relu2")
+    y = g.conv(g.relu(g.conv(r, 16, "conv3", stride=2), "relu3"), 16, "conv4")
+    y = g.relu(g.binary("Add", y, g.conv(r, 16, "short", k=1, stride=2), "add2"), "relu4")
+    return g.build(g.gemm(g.flatten(g.gap(y, "gap"), "flatten"), 4, "fc"))
+
+
 def concat_branches() -> onnx.ModelProto:
     """x -> squeeze -> relu -+-> e1 (1x1) -+-> concat -> relu -> head (1x1) -> gap -> flatten -> fc
     +-> e3 (3x3) -+"""

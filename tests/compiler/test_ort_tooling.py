@@ -2,12 +2,15 @@
 
 `onnxruntime.quantization.qdq_loss_debug` pairs tensors by name: an integer initializer `W_quantized`
 with the float model's `W`, an activation `X` with `X_QuantizeLinear_Input` or `X_DequantizeLinear_Output`.
-A short search on residual_add (synthetic data) gives a QDQ file with trained activation quantizers,
-requantized outputs and int32 biases; every one of them must be matched.
+A one-batch fine-tuning of residual_shortcut (synthetic data; an identity block and a strided block
+with a 1x1 shortcut conv), every conv half digital and half analog, gives a QDQ file with trained
+activation quantizers on the layers' and the residual Adds' inputs, requantized outputs and int32
+biases; every one of them must be matched, and onnxruntime runs every Conv sub-layer as a QLinearConv.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -21,16 +24,22 @@ from onnxruntime.quantization import qdq_loss_debug
 from odimo.compiler.cli import compile_main
 from odimo.ir.verify import probe_inputs
 
+SPLIT_CONVS = {"stem": 8, "conv1": 8, "conv2": 8, "conv3": 16, "conv4": 16, "short": 16}
+FC = {"fc": ["digital"] * 4}
 SMOKE = ["--data", "synthetic", "--epochs", "0,1,1", "--limit-batches", "1", "--batch-size", "32", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(QDQ output, float companion) of a one-batch search."""
+    """(QDQ output, float companion) of a one-batch fine-tuning of a split mapping."""
     folder = tmp_path_factory.mktemp("ort_tooling")
-    source = Path(builders.save(builders.residual_add(), folder / "residual_add.onnx"))
+    source = Path(builders.save(builders.residual_shortcut(), folder / "residual_shortcut.onnx"))
+    halves = {name: ["digital"] * (c // 2) + ["analog"] * (c - c // 2) for name, c in SPLIT_CONVS.items()}
+    mapping = folder / "halves.mapping.json"
+    mapping.write_text(json.dumps({"schema": "odimo.mapping/1", "target": "diana", "layers": halves | FC}))
     output = folder / "out.onnx"
-    assert compile_main([str(source), "--target", "diana", "-o", str(output), *SMOKE]) == 0
+    argv = [str(source), "--target", "diana", "--mapping", str(mapping), "--train", "-o", str(output), *SMOKE]
+    assert compile_main(argv) == 0
     return output, folder / "out.float.onnx"
 
 
@@ -94,16 +103,19 @@ def test_activation_matching_finds_every_quantized_activation(compiled: tuple[Pa
         assert values["pre_qdq"][0].shape == values["post_qdq"][0].shape == values["float"][0].shape, name
 
 
-def test_onnxruntime_runs_every_requantized_sublayer_as_qlinearconv(
-    compiled: tuple[Path, Path], tmp_path: Path
-) -> None:
+def test_onnxruntime_runs_every_conv_sublayer_as_qlinearconv(compiled: tuple[Path, Path], tmp_path: Path) -> None:
+    """The stem (through its ReLU), each block's second conv and the 1x1 shortcut meet a residual Add:
+    their outputs are quantized as the Add's inputs, so they fuse like the others."""
     qdq, _ = compiled
-    requantized = [n.name for n in onnx.load(str(qdq)).graph.node if n.name.endswith("/requant/quant")]
+    model = onnx.load(str(qdq))
+    convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
+    requantized = [n.name.removesuffix("/requant/quant") for n in model.graph.node if n.name.endswith("/requant/quant")]
+    assert len(convs) == 2 * len(SPLIT_CONVS) and sorted(requantized) == sorted(convs)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     ort.InferenceSession(str(qdq), options, providers=["CPUExecutionProvider"])
-    fused = [n.name for n in onnx.load(options.optimized_model_filepath).graph.node if n.op_type == "QLinearConv"]
-    assert requantized and len(fused) == len(requantized)
-    sublayers = [name.removesuffix("/requant/quant") for name in requantized]
-    assert all(any(f.startswith(sub) for f in fused) for sub in sublayers), (fused, sublayers)
+    optimized = onnx.load(options.optimized_model_filepath).graph.node
+    assert not [n.name for n in optimized if n.op_type == "Conv"]
+    fused = [n.name for n in optimized if n.op_type == "QLinearConv"]
+    assert len(fused) == len(convs) and all(any(f.startswith(c) for f in fused) for c in convs), (fused, convs)

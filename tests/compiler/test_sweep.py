@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import builders
+import onnx
 import pytest
 from optional import require_module
 
@@ -31,6 +32,8 @@ ARGS = [
     "0,1,1",
     "--limit-batches",
     "1",
+    "--act-rounding",
+    "floor",
 ]
 
 
@@ -54,6 +57,13 @@ def test_tiny_sweep_writes_front_plot_and_table(swept: tuple[Path, int]) -> None
     assert all(0.0 <= p["accuracy"] <= 1.0 and p["cycles"] > 0 for p in summary["points"])
     assert (root / "sweep" / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| baseline-all-8bit | All-8bit |" in (root / "sweep" / "table.md").read_text()
+
+
+def test_every_point_compiles_with_the_sweep_s_activation_rounding(swept: tuple[Path, int]) -> None:
+    root, _ = swept
+    for point in ("lambda-0", "lambda-1e-06", "baseline-all-8bit"):
+        ops = {n.op_type for n in onnx.load(str(root / "sweep" / point / "model.onnx")).graph.node}
+        assert "Floor" in ops and "QuantizeLinear" not in ops, point  # the floor chain, not Q/DQ
 
 
 def test_a_failed_point_is_reported_and_the_others_kept(swept: tuple[Path, int]) -> None:
