@@ -204,12 +204,13 @@ def test_a_cost_target_settles_the_mapping_just_within_it(imported: Importer) ->
         assert cost_table(layers, target, more).total.cycles > corner_cost / ratio, name
 
 
-def test_the_searched_argmax_is_refined_on_the_exact_objective(imported: Importer) -> None:
+@pytest.mark.parametrize("target", ["diana", "darkside"])
+def test_the_searched_argmax_is_refined_on_the_exact_objective(target: str, imported: Importer) -> None:
     """A λ search ends with the discrete refinement (targets/refine.py): the report's note names
     it, and the refined mapping's objective on the held-out images is no worse than the argmax's."""
     runs = {}
     for refine in (False, True):
-        supernet, reference, _ = _supernet(imported)
+        supernet, reference, _ = _supernet(imported, target)
         settings = SearchSettings(epochs=(0, 1, 0), lam=0.5, batch_size=8, progress=False, refine=refine)
         runs[refine] = (train(supernet, task(128), settings, reference=reference), supernet)
     argmax, refined = runs[False][0], runs[True][0]
