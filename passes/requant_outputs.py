@@ -9,11 +9,12 @@ all use one scale and one code type. Then q = that quantizer's Q/DQ with its sca
 its codes survive the Clip and the second QuantizeLinear unchanged, so the later codes are those of
 the graph without the pair.
 
-Cases handled: an output read by the next layers' quantizers (through Relu, MaxPool, Concat); an
-output that meets a residual Add, whose inputs are quantized: a block's last conv and a shortcut conv
-(the Add input's own quantizer), and a conv before the identity path (the Add reads the quantizer of
-the layer that reads the same value, so both consumers are one chain). With the Add inputs
-quantized as DIANA trains them, every Conv sub-layer of a ResNet qualifies.
+Cases handled: an output read by the next layers' quantizers (through Relu, MaxPool, Concat, and a
+Clip whose bounds are codes of that quantizer, e.g. MobileNetV2's ReLU6); an output that meets a
+residual Add, whose inputs are quantized: a block's last conv and a shortcut conv (the Add input's
+own quantizer), and a conv before the identity path (the Add reads the quantizer of the layer that
+reads the same value, so both consumers are one chain). With the Add inputs quantized as DIANA
+trains them, every Conv sub-layer of a ResNet qualifies.
 
 Cases declined (the output stays float): a path into an Add whose input is not quantized (a model
 trained without the Add quantizers, the floor chain), a pool that averages, a graph output or a
@@ -35,7 +36,8 @@ from odimo.ir.graph import GraphIndex
 from odimo.passes.base import PassResult
 
 # Ops q commutes with: q(max(a, b)) = max(q(a), q(b)) for a non-decreasing q with q(0) = 0;
-# a Concat only places values.
+# a Concat only places values. A Clip does too when its bounds are on q's grid (ReLU6: 0 and 6 are
+# codes of every step 2^-k with k >= -1): q(clip(x, a, b)) = clip(q(x), a, b).
 TRANSPARENT = frozenset({"Concat", "Relu", "MaxPool"})
 LAYER_OPS = frozenset({"Conv", "Gemm"})
 
@@ -70,8 +72,13 @@ def _reads_quantized(node: onnx.NodeProto, index: GraphIndex) -> bool:
 
 
 def _downstream_quantizer(node: onnx.NodeProto, index: GraphIndex) -> tuple[np.ndarray, np.ndarray] | None:
-    """(scale, zero point) shared by every activation quantizer the output reaches, or None."""
-    found: dict[tuple[float, str], tuple[np.ndarray, np.ndarray]] = {}
+    """(scale, zero point) of a Q/DQ pair exact for every activation quantizer the output reaches
+    (all on one step), or None. The codes are the layer input's type where they fit in it, because
+    onnxruntime fuses a QLinearConv only when its input and output types agree (an int8 pair is
+    exact before a uint8 7-bit quantizer: that quantizer's Clip drops what int8 adds)."""
+    found: dict[float, tuple[np.ndarray, float, float]] = {}  # step -> (scale, lowest code, highest code)
+    types: set[np.dtype] = set()
+    bounds: list[float] = []  # of the Clips on the way, to be on the grid found at the end
     pending, seen = [node.output[0]], set()
     while pending:
         value = pending.pop()
@@ -82,28 +89,65 @@ def _downstream_quantizer(node: onnx.NodeProto, index: GraphIndex) -> tuple[np.n
         if value in index.outputs or not users:
             return None
         for user in users:
-            if user.op_type in TRANSPARENT:
+            clip = _clip_bounds(user, index)
+            if user.op_type in TRANSPARENT or clip is not None:
+                bounds += clip or []
                 pending.extend(user.output)
                 continue
             quantizer = _act_quantizer(user, index)
             if quantizer is None:
                 return None
-            scale, zero_point = quantizer
-            found[(float(scale), zero_point.dtype.name)] = quantizer
-    return next(iter(found.values())) if len(found) == 1 else None
+            scale, zero_point, low, high = quantizer
+            step = float(scale)
+            _, lowest, highest = found.get(step, (scale, low, high))
+            found[step] = (scale, min(lowest, low), max(highest, high))
+            types.add(zero_point.dtype)
+    if len(found) != 1:
+        return None
+    step, (scale, low, high) = next(iter(found.items()))
+    if not all(float(b / step).is_integer() for b in bounds if np.isfinite(b)):
+        return None
+    input_type = _code_type(index.producer[node.input[0]], index)
+    fitting = [t for t in (input_type, *sorted(types, key=str)) if t is not None and _holds(t, low, high)]
+    return (scale, np.zeros((), fitting[0])) if fitting else None
 
 
-def _act_quantizer(node: onnx.NodeProto, index: GraphIndex) -> tuple[np.ndarray, np.ndarray] | None:
-    """The (scale, zero point) of an activation quantizer's Clip -> QuantizeLinear, else None."""
+def _code_type(dequantize: onnx.NodeProto, index: GraphIndex) -> np.dtype | None:
+    """The integer type a DequantizeLinear reads (its zero point's), None if it has none."""
+    return index.array(dequantize.input[2]).dtype if len(dequantize.input) > 2 and dequantize.input[2] else None
+
+
+def _holds(code_type: np.dtype, low: float, high: float) -> bool:
+    limits = np.iinfo(code_type)
+    return limits.min <= low and high <= limits.max
+
+
+def _clip_bounds(node: onnx.NodeProto, index: GraphIndex, act_quant: bool = False) -> list[float] | None:
+    """A model's own Clip (ReLU6 and the like; an activation quantizer's with `act_quant`) with
+    constant bounds: its bounds; else None."""
+    if node.op_type != "Clip" or names.is_act_quant(node.name) != act_quant:
+        return None
+    given = [name for name in node.input[1:3] if name]
+    if not all(index.is_constant(name) and index.array(name).size == 1 for name in given):
+        return None
+    attrs = [a.f for a in node.attribute if a.name in ("min", "max")]  # opset < 11 keeps them as attributes
+    return [float(index.array(name)) for name in given] + attrs
+
+
+def _act_quantizer(node: onnx.NodeProto, index: GraphIndex) -> tuple[np.ndarray, np.ndarray, float, float] | None:
+    """(scale, zero point, lowest code, highest code) of an activation quantizer's Clip ->
+    QuantizeLinear, else None."""
     if node.op_type != "Clip" or not names.is_act_quant(node.name):
         return None
     quant = index.sole_consumer(node.output[0])
     if quant is None or quant.op_type != "QuantizeLinear" or len(quant.input) < 3:
         return None
     scale, zero_point = index.array(quant.input[1]), index.array(quant.input[2])
-    if scale.size != 1 or np.any(zero_point != 0):
+    bounds = _clip_bounds(node, index, act_quant=True)
+    if scale.size != 1 or np.any(zero_point != 0) or bounds is None or len(bounds) != 2:
         return None
-    return scale, zero_point
+    low, high = (float(b / scale) for b in bounds)
+    return scale, zero_point, low, high
 
 
 def _pair(

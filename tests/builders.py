@@ -83,6 +83,13 @@ class GraphBuilder:
     def relu(self, x: str, name: str) -> str:
         return self.unary("Relu", x, name)
 
+    def relu6(self, x: str, name: str) -> str:
+        bounds = [
+            self._const(f"{name}.min", np.array(0, np.float32)),
+            self._const(f"{name}.max", np.array(6, np.float32)),
+        ]
+        return self._node("Clip", [x, *bounds], name, self.shapes[x])[0]
+
     def binary(self, op: str, a: str, b: str, name: str) -> str:
         shape = tuple(max(p, q) for p, q in zip(self.shapes[a], self.shapes[b]))
         return self._node(op, [a, b], name, shape)[0]
@@ -187,6 +194,13 @@ def residual_shortcut() -> onnx.ModelProto:
     r = g.relu(g.binary("Add", y, s, "add1"), "relu2")
     y = g.conv(g.relu(g.conv(r, 16, "conv3", stride=2), "relu3"), 16, "conv4")
     y = g.relu(g.binary("Add", y, g.conv(r, 16, "short", k=1, stride=2), "add2"), "relu4")
+    return g.build(g.gemm(g.flatten(g.gap(y, "gap"), "flatten"), 4, "fc"))
+
+
+def relu6_chain() -> onnx.ModelProto:
+    """x -> stem -> relu6 -> conv1 -> relu6 -> gap -> flatten -> fc (MobileNetV2's activations)"""
+    g = GraphBuilder()
+    y = g.relu6(g.conv(g.relu6(g.conv("x", 8, "stem"), "stem_relu6"), 8, "conv1"), "relu6")
     return g.build(g.gemm(g.flatten(g.gap(y, "gap"), "flatten"), 4, "fc"))
 
 

@@ -226,9 +226,12 @@ def test_biases_on_the_accumulator_grid_become_int32_and_compute_the_same(qdq) -
         np.testing.assert_array_equal(after, before)
 
 
-def _qlinear_convs(model: onnx.ModelProto, folder) -> list[str]:
-    """The QLinearConv nodes of onnxruntime's optimized graph (ORT_ENABLE_ALL, saved to disk)."""
+def _qlinear_convs(model: onnx.ModelProto, folder, int8_activations: bool = False) -> list[str]:
+    """The QLinearConv nodes of onnxruntime's optimized graph (ORT_ENABLE_ALL, saved to disk). On
+    x86 onnxruntime fuses int8 (signed) activations only when asked (its default on ARM)."""
     options = ort.SessionOptions()
+    if int8_activations:
+        options.add_session_config_entry("session.qdqisint8allowed", "1")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.optimized_model_filepath = str(folder / "optimized.onnx")
     ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
@@ -247,3 +250,46 @@ def test_with_the_add_inputs_quantized_onnxruntime_integerizes_every_conv_sublay
     fused = _qlinear_convs(qdq_bias(requant_outputs(quantized).model).model, tmp_path)
     assert len(fused) == len(CONV_SUBLAYERS), fused
     assert all(any(name.startswith(sub) for name in fused) for sub in CONV_SUBLAYERS), fused
+
+
+@pytest.mark.parametrize(("step", "requantized"), [(16.0, 2), (0.25, 0)])
+def test_a_relu6_whose_bounds_are_codes_is_passed_through_and_nothing_changes(step: float, requantized: int) -> None:
+    """MobileNetV2's ReLU6 between two layers: with conv1's input step 1/16, 0 and 6 are codes and the
+    stem's sub-layers are requantized exactly; with a step of 4, 6 is not a code and they stay float."""
+    model = canonical(builders.relu6_chain())
+    plan = plan_of(model, "diana")
+    split = {"stem": {"digital": 3, "analog": 5}, "conv1": {"digital": 8}, "fc": {"digital": 4}}
+    qdq = partition(model, plan, mapping_of(plan, {k: prefix(v) for k, v in split.items()}), "qdq", {}).qdq
+    scales = {"stem": 64.0, "conv1": step, "fc": 16.0}
+    quant = {layer: ActQuant(_layer_input(qdq, layer), 0.0, 127 / s, s) for layer, s in scales.items()}
+    quantized = insert_act_quant(qdq, quant).model
+    result = run_pure(requant_outputs, quantized)
+    names_ = {n.name for n in result.model.graph.node if n.name.endswith("/requant/quant")}
+    assert len(names_) == requantized and all(n.startswith("stem/") for n in names_)
+    for before, after in zip(outputs(quantized, 0), outputs(result.model, 0), strict=True):
+        np.testing.assert_array_equal(after, before)
+
+
+@pytest.mark.parametrize("signed_input", [False, True])
+def test_the_requantized_codes_take_the_layer_input_s_type_so_onnxruntime_fuses_it(signed_input, tmp_path) -> None:
+    """onnxruntime forms a QLinearConv only when input and output codes have one type: a stem reading
+    int8 (signed) codes whose output meets conv1's uint8 quantizer is requantized to int8 (exact:
+    that quantizer's Clip drops the negatives), and fuses where int8 activations are (ARM; x86 with
+    session.qdqisint8allowed) as it does with uint8 codes."""
+    model = canonical(builders.relu6_chain())
+    plan = plan_of(model, "diana")
+    split = {"stem": {"digital": 3, "analog": 5}, "conv1": {"digital": 8}, "fc": {"digital": 4}}
+    qdq = partition(model, plan, mapping_of(plan, {k: prefix(v) for k, v in split.items()}), "qdq", {}).qdq
+    scales = {"stem": 64.0, "conv1": 16.0, "fc": 16.0}
+    quant = {layer: ActQuant(_layer_input(qdq, layer), 0.0, 127 / s, s) for layer, s in scales.items()}
+    if signed_input:
+        quant["stem"] = ActQuant(quant["stem"].input, -63 / 64, 63 / 64, 64.0)
+    quantized = _on_accumulator_grid(insert_act_quant(qdq, quant).model)
+    requantized = run_pure(requant_outputs, quantized).model
+    index = GraphIndex.of(requantized.graph)
+    code = index.array(node(requantized, "stem/digital/requant/quant").input[2]).dtype
+    assert code == (np.int8 if signed_input else np.uint8)
+    for before, after in zip(outputs(quantized, 0), outputs(requantized, 0), strict=True):
+        np.testing.assert_array_equal(after, before)
+    fused = _qlinear_convs(qdq_bias(requantized).model, tmp_path, int8_activations=signed_input)
+    assert all(any(name.startswith(sub) for name in fused) for sub in ("stem/digital", "stem/analog")), fused
