@@ -66,7 +66,7 @@ class Sweep:
 
 
 # λ weighs the cost relative to the accurate corner's (All-8bit, All-conv): the grids bracket each
-# target's default (DIANA 0.5, Darkside 1) by a factor of 2 to 5 each way.
+# target's default (DIANA 0.25, Darkside 1) by a factor of 2 to 4 each way.
 SWEEPS = (
     Sweep(
         "diana-latency",
