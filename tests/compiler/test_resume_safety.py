@@ -14,6 +14,7 @@ from onnx import numpy_helper
 
 from odimo.compiler import cli
 from odimo.retrain import trainer
+from odimo.targets import get_target
 
 TRAIN = ["--target", "diana", "--data", "synthetic", "--epochs", "0,1,1", "--limit-batches", "1", "--no-progress"]
 
@@ -53,7 +54,7 @@ def test_resume_after_the_model_was_retrained_is_refused(searched, capsys) -> No
     ("extra", "named"),
     [
         (["--seed", "5"], "seed 0, this run 5"),
-        (["--lambda", "2"], "lambda 0.5, this run 2.0"),
+        (["--lambda", "2"], f"lambda {get_target('diana').default_lambda}, this run 2.0"),
         (["--mapping", "all-8bit", "--train"], 'mapping "search", this run "'),
     ],
 )
