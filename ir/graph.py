@@ -76,6 +76,19 @@ def attr(node: onnx.NodeProto, name: str, default=None):
     return default
 
 
+def clip_bounds(node: onnx.NodeProto, index: GraphIndex) -> tuple[float | None, float | None]:
+    """A Clip's (min, max): from its constant inputs (opset >= 11) or attributes (older), ±inf where
+    absent, None where the bound is a computed value."""
+
+    def bound(position: int, name: str, absent: float) -> float | None:
+        if len(node.input) > position and node.input[position]:
+            value = node.input[position]
+            return float(index.array(value)) if index.is_constant(value) and index.array(value).size == 1 else None
+        return float(attr(node, name, absent))
+
+    return bound(1, "min", float("-inf")), bound(2, "max", float("inf"))
+
+
 def set_attr(node: onnx.NodeProto, name: str, value) -> None:
     """Replace or add one attribute."""
     for i, a in enumerate(node.attribute):

@@ -32,7 +32,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from odimo.ir import names
-from odimo.ir.graph import GraphIndex
+from odimo.ir.graph import GraphIndex, clip_bounds
 from odimo.passes.base import PassResult
 
 # Ops q commutes with: q(max(a, b)) = max(q(a), q(b)) for a non-decreasing q with q(0) = 0;
@@ -89,7 +89,7 @@ def _downstream_quantizer(node: onnx.NodeProto, index: GraphIndex) -> tuple[np.n
         if value in index.outputs or not users:
             return None
         for user in users:
-            clip = _clip_bounds(user, index)
+            clip = _own_clip_bounds(user, index)
             if user.op_type in TRANSPARENT or clip is not None:
                 bounds += clip or []
                 pending.extend(user.output)
@@ -105,7 +105,7 @@ def _downstream_quantizer(node: onnx.NodeProto, index: GraphIndex) -> tuple[np.n
     if len(found) != 1:
         return None
     step, (scale, low, high) = next(iter(found.items()))
-    if not all(float(b / step).is_integer() for b in bounds if np.isfinite(b)):
+    if not all(float(b / step).is_integer() for b in bounds):
         return None
     input_type = _code_type(index.producer[node.input[0]], index)
     fitting = [t for t in (input_type, *sorted(types, key=str)) if t is not None and _holds(t, low, high)]
@@ -122,16 +122,13 @@ def _holds(code_type: np.dtype, low: float, high: float) -> bool:
     return limits.min <= low and high <= limits.max
 
 
-def _clip_bounds(node: onnx.NodeProto, index: GraphIndex, act_quant: bool = False) -> list[float] | None:
-    """A model's own Clip (ReLU6 and the like; an activation quantizer's with `act_quant`) with
-    constant bounds: its bounds; else None."""
-    if node.op_type != "Clip" or names.is_act_quant(node.name) != act_quant:
+def _own_clip_bounds(node: onnx.NodeProto, index: GraphIndex) -> list[float] | None:
+    """A model's own Clip (ReLU6 and the like, not an activation quantizer's) with constant bounds:
+    its finite bounds; else None."""
+    if node.op_type != "Clip" or names.is_act_quant(node.name):
         return None
-    given = [name for name in node.input[1:3] if name]
-    if not all(index.is_constant(name) and index.array(name).size == 1 for name in given):
-        return None
-    attrs = [a.f for a in node.attribute if a.name in ("min", "max")]  # opset < 11 keeps them as attributes
-    return [float(index.array(name)) for name in given] + attrs
+    bounds = clip_bounds(node, index)
+    return None if None in bounds else [b for b in bounds if np.isfinite(b)]
 
 
 def _act_quantizer(node: onnx.NodeProto, index: GraphIndex) -> tuple[np.ndarray, np.ndarray, float, float] | None:
@@ -143,8 +140,8 @@ def _act_quantizer(node: onnx.NodeProto, index: GraphIndex) -> tuple[np.ndarray,
     if quant is None or quant.op_type != "QuantizeLinear" or len(quant.input) < 3:
         return None
     scale, zero_point = index.array(quant.input[1]), index.array(quant.input[2])
-    bounds = _clip_bounds(node, index, act_quant=True)
-    if scale.size != 1 or np.any(zero_point != 0) or bounds is None or len(bounds) != 2:
+    bounds = clip_bounds(node, index)
+    if scale.size != 1 or np.any(zero_point != 0) or not all(b is not None and np.isfinite(b) for b in bounds):
         return None
     low, high = (float(b / scale) for b in bounds)
     return scale, zero_point, low, high

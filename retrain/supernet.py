@@ -18,7 +18,7 @@ from torch import nn
 
 from odimo.ir import names
 from odimo.ir.assignment import Assignment
-from odimo.ir.graph import GraphIndex, attr
+from odimo.ir.graph import GraphIndex, clip_bounds
 from odimo.ir.records import ActQuant, AddInputQuant, QuantizedLayers, Substitute, SupernetNode
 from odimo.retrain.bridge import LayerModule, OnnxModule, module_key
 from odimo.retrain.mixed_layers import BlendLayer, MixedLayer, SubstituteLayer
@@ -351,7 +351,5 @@ def nonnegative_values(model: onnx.ModelProto) -> set[str]:
 
 
 def _clip_min(node: onnx.NodeProto, index: GraphIndex) -> float:
-    if len(node.input) > 1 and node.input[1] and index.is_constant(node.input[1]):
-        return float(index.array(node.input[1]))
-    value = attr(node, "min")
-    return float(value) if value is not None else float("-inf")
+    low, _ = clip_bounds(node, index)
+    return float("-inf") if low is None else low
