@@ -57,7 +57,7 @@ def calibrate(
     """
     substitutes = [m for m in supernet.mixed_layers() if isinstance(m, SubstituteLayer)]
     if substitutes and (assignment == "each" if substitutes_too is None else substitutes_too):
-        _fit_substitutes(supernet, substitutes, images, all_conv=assignment == "each")
+        _fit_substitutes(supernet, reference, substitutes, images, all_conv=assignment == "each")
     layers = [m for m in supernet.mixed_layers() if isinstance(m, BlendLayer)]
     if not layers:
         return
@@ -108,20 +108,25 @@ def _sequential_pass(
         supernet(images)
 
 
-def _fit_substitutes(supernet: Supernet, layers: list[SubstituteLayer], images: torch.Tensor, all_conv: bool) -> None:
-    """Least-squares depthwise kernels, on the inputs of the all-conv network (where the search
-    starts) or, sequentially, of the current assignment (each fit sees the substitutes before it)."""
+def _fit_substitutes(
+    supernet: Supernet, reference: OnnxModule, layers: list[SubstituteLayer], images: torch.Tensor, all_conv: bool
+) -> None:
+    """Least-squares depthwise kernels against the float model's output of each layer, on the inputs
+    of the all-conv network (where the search starts, so the target is the conv's own output) or,
+    sequentially, of the current assignment: each fit sees the substitutes before it and also makes
+    up, where one channel can, for what they changed upstream."""
+    images = images[:SUBSTITUTE_IMAGES]
+    targets = _layer_outputs(reference, [m.layer.node_name for m in layers], images)
 
     def fit(module: SubstituteLayer, inputs: tuple[torch.Tensor, ...]) -> None:
-        x = inputs[0]
-        weight, bias = _least_squares_depthwise(module.layer, x, module.layer(x))
+        weight, bias = _least_squares_depthwise(module.layer, inputs[0], targets[module.layer.node_name])
         module.dw_weight.copy_(weight.reshape(module.dw_weight.shape))
         module.dw_bias.copy_(bias)
 
     hooks = [module.register_forward_pre_hook(fit) for module in layers]
     routing = _all_on(layers, supernet.plan.target.cus[0]) if all_conv else contextlib.nullcontext()
     with _removed_after(hooks), torch.no_grad(), routing:
-        supernet(images[:SUBSTITUTE_IMAGES])
+        supernet(images)
 
 
 def _least_squares_depthwise(

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from odimo.ir.assignment import Assignment
@@ -27,6 +26,7 @@ from odimo.retrain.augment import augment
 from odimo.retrain.bridge import OnnxModule
 from odimo.retrain.calibrate import calibrate
 from odimo.retrain.data import TrainValSplit
+from odimo.retrain.distill import Distiller, task_loss
 from odimo.retrain.optimizers import PHASES, Stepper, build_optimizers
 from odimo.retrain.settings import SearchSettings
 from odimo.retrain.supernet import Supernet
@@ -37,8 +37,6 @@ from odimo.targets.settle import LayerChoice, layer_costs, settle
 # fully as a 200-epoch one: T falls from 1 to FINAL_TEMPERATURE, and the final phase's learning rates
 # follow a cosine to 0 (fine-tuning in a few hundred steps needs the full rate early, none at the end).
 FINAL_TEMPERATURE = 0.05
-DISTILL_TEMPERATURE = 4.0  # KL on logits at T = 4, weight 0.9 against 0.1 for the labels (TAS, QKD)
-DISTILL_WEIGHT = 0.9
 # With a cost target, log λ moves by this gain times the relative miss (cost / target − 1) per step:
 # λ can change by e^±10 over a 400-step search, and a 10 % miss moves it by 0.5 % a step.
 TARGET_GAIN = 0.05
@@ -244,6 +242,7 @@ def _run_epoch(
     if config.limit_batches:
         batches = batches[: config.limit_batches]
     supernet.train()
+    distiller = Distiller(supernet, teacher)
     totals = {"loss": 0.0, "correct": 0, "seen": 0, "cost": 0.0}
     corner, fixed = supernet.corner_costs(config.objective)
     label = f"{phase} {state.phase_epoch[phase] + 1}"
@@ -261,8 +260,8 @@ def _run_epoch(
         yb = torch.from_numpy(data.y_train[rows]).to(device)
         if phase == "warmup":
             supernet.draw_warmup(generator)
-        logits = supernet(xb)
-        task = _task_loss(logits, yb, teacher, xb)
+        logits = distiller.forward(xb)
+        task = distiller.loss(logits, yb, xb)
         cost = (
             supernet.cost(config.objective)
             if phase == "search" and supernet.searchable
@@ -304,26 +303,6 @@ def _run_epoch(
         "lambda": lam,
         "cost": totals["cost"],
     }
-
-
-def _task_loss(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    teacher: torch.nn.Module | None,
-    x: torch.Tensor,
-    teacher_logits: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Cross-entropy, or with a teacher (the imported float model, or its logits on x given) mostly
-    the KL to its logits."""
-    ce = F.cross_entropy(logits, labels)
-    if teacher is None and teacher_logits is None:
-        return ce
-    with torch.no_grad():
-        taught = teacher_logits if teacher_logits is not None else teacher(x)
-        target = F.log_softmax(taught / DISTILL_TEMPERATURE, dim=1)
-    student = F.log_softmax(logits / DISTILL_TEMPERATURE, dim=1)
-    kl = F.kl_div(student, target, log_target=True, reduction="batchmean") * DISTILL_TEMPERATURE**2
-    return (1 - DISTILL_WEIGHT) * ce + DISTILL_WEIGHT * kl
 
 
 def _after_epoch(supernet: Supernet, state: TrainState, phase: str, record: dict[str, Any]) -> None:
@@ -418,9 +397,7 @@ def _refined_mapping(
         def loss(counts: dict[str, int]) -> float:
             layers = {name: by_name[name].assignment(n) for name, n in counts.items()}
             supernet.fix_mapping(Assignment(supernet.plan.target.name, layers))
-            total = sum(
-                float(_task_loss(supernet(xb), yb, None, xb, t)) * len(yb) for (xb, yb), t in zip(batches, taught)
-            )
+            total = sum(float(task_loss(supernet(xb), yb, t)) * len(yb) for (xb, yb), t in zip(batches, taught))
             return total / len(y)
 
         corner, _ = supernet.corner_costs(config.objective)

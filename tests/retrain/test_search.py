@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from odimo.ir.errors import TrainingError
 from odimo.ir.records import ImportedModel, Rounding
-from odimo.retrain import trainer
+from odimo.retrain import distill, trainer
 from odimo.retrain.data import TrainValSplit
 from odimo.retrain.mixed_layers import FreeChoice, SplitPoint
 from odimo.retrain.optimizers import Joint, build_optimizers
@@ -335,7 +335,7 @@ def test_nan_loss_stops_with_e330_naming_where_and_keeps_the_last_checkpoint(
         loss = cross_entropy(*args, **kwargs)
         return loss * float("nan") if len(calls) == 4 else loss
 
-    monkeypatch.setattr(trainer.F, "cross_entropy", nan_in_epoch_2_batch_2)
+    monkeypatch.setattr(distill.F, "cross_entropy", nan_in_epoch_2_batch_2)
     config = SearchSettings(epochs=(0, 2, 0), batch_size=16, limit_batches=2, checkpoint_dir=tmp_path, **NO_PROGRESS)
     with pytest.raises(TrainingError) as caught:
         train(supernet, task(64), config)

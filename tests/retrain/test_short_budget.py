@@ -7,6 +7,7 @@ corner (All-8bit); choices settle by the end of the search; the float model teac
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -17,13 +18,15 @@ from builders import residual_add
 
 from odimo.ir.assignment import Assignment
 from odimo.ir.records import ImportedModel
+from odimo.retrain import distill
 from odimo.retrain.bridge import OnnxModule
 from odimo.retrain.calibrate import calibrate
 from odimo.retrain.data import TrainValSplit
+from odimo.retrain.distill import Distiller, task_loss
 from odimo.retrain.mixed_layers import BlendLayer, FreeChoice
 from odimo.retrain.settings import SearchSettings
 from odimo.retrain.supernet import Supernet
-from odimo.retrain.trainer import TARGET_START, _task_loss, train
+from odimo.retrain.trainer import TARGET_START, train
 from odimo.targets import get_target
 from odimo.targets.baselines import build_baseline
 from odimo.targets.costing import cost_table
@@ -127,8 +130,73 @@ def test_the_teacher_term_is_the_kl_to_the_float_logits(distill: bool, imported:
     y = torch.zeros(len(x), dtype=torch.long)
     with torch.no_grad():
         logits = reference.eval()(x)
-        loss = _task_loss(logits, y, reference if distill else None, x)
+        loss = task_loss(logits, y, reference(x) if distill else None)
     assert float(loss) == pytest.approx(float(F.cross_entropy(logits, y)) * (0.1 if distill else 1.0), rel=1e-5)
+
+
+def test_a_substituted_layer_gets_a_feature_hint_that_is_zero_on_the_conv(imported: Importer) -> None:
+    """Darkside: the hint scores each substituted layer against the float model's same layer; the
+    all-conv supernet computes the float model, so its hint is 0, and All-DW's is positive."""
+    supernet, reference, _ = _supernet(imported, "darkside")
+    plan = supernet.plan
+    x = torch.from_numpy(task(16).x_train)
+    y = torch.zeros(len(x), dtype=torch.long)
+    distiller = Distiller(supernet.eval(), reference.eval(), hint_weight=1.0)
+    assert {m.layer.node_name for m in distiller.hinted} == set(supernet.searchable)
+    hints = {}
+    for mapping in ("All-conv", "All-DW"):
+        supernet.fix_mapping(build_baseline(mapping, plan.analysis.geometries, plan.target).mapping)
+        with torch.no_grad():
+            logits = distiller.forward(x)
+            loss = distiller.loss(logits, y, x)
+            hints[mapping] = distiller.last_hint
+            assert float(loss) == pytest.approx(float(task_loss(logits, y, reference(x))) + distiller.last_hint)
+    assert hints["All-conv"] == pytest.approx(0.0, abs=1e-10) and hints["All-DW"] > 1e-3, hints
+
+
+def test_the_feature_hint_trains_the_substituted_layers_towards_the_float_model(
+    imported: Importer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All-DW fine-tuning from the same start: with the hint, the substituted layers' gap to the
+    float model falls; with the logits alone (weight 0) it does not fall as far."""
+    ratios = {}
+    for weight in (0.0, 1.0):
+        monkeypatch.setattr(distill, "HINT_WEIGHT", weight)
+        torch.manual_seed(0)  # the same random depthwise init for both
+        supernet, reference, _ = _supernet(imported, "darkside")
+        plan = supernet.plan
+        fixed = build_baseline("All-DW", plan.analysis.geometries, plan.target).mapping
+        data = task(128)
+        x, y = torch.from_numpy(data.x_train[:32]), torch.from_numpy(data.y_train[:32])
+
+        def hint() -> float:
+            distiller = Distiller(supernet.eval(), reference.eval(), hint_weight=1.0)
+            with torch.no_grad():
+                distiller.loss(distiller.forward(x), y, x)
+            return distiller.last_hint
+
+        settings = SearchSettings(epochs=(0, 0, 0), batch_size=16, progress=False, calibration_images=0)
+        train(supernet, data, settings, fixed, reference)
+        before = hint()
+        train(supernet, data, replace(settings, epochs=(0, 0, 6)), fixed, reference)
+        ratios[weight] = hint() / before
+    assert ratios[1.0] < 0.9 and ratios[1.0] < ratios[0.0] - 0.03, ratios
+
+
+def test_quantizer_parameters_learn_in_a_short_fine_tuning(imported: Importer) -> None:
+    """DIANA's ternary log-scales move by a visible share in a few dozen steps (at the reference's
+    SGD 1e-5 they moved by ~1e-8, i.e. stayed at their calibrated values)."""
+    supernet, reference, _ = _supernet(imported)
+    plan = supernet.plan
+    fixed = build_baseline("All-Ternary", plan.analysis.geometries, plan.target).mapping
+    data = task(256)
+    settings = SearchSettings(epochs=(0, 0, 0), batch_size=16, progress=False)
+    train(supernet, data, settings, fixed, reference)  # calibrated, not trained
+    ternary = [m.quantizers["analog"] for m in supernet.mixed_layers() if isinstance(m, BlendLayer) and m.searchable]
+    before = [q.log_scale.detach().clone() for q in ternary]
+    train(supernet, data, replace(settings, epochs=(0, 0, 3)), fixed, reference)
+    moved = max(float((q.log_scale.detach() - b).abs().max()) for q, b in zip(ternary, before, strict=True))
+    assert moved > 5e-3, moved
 
 
 def test_a_fixed_mapping_is_calibrated_on_itself_before_fine_tuning(imported: Importer) -> None:
@@ -225,7 +293,7 @@ def test_the_searched_argmax_is_refined_on_the_exact_objective(target: str, impo
     def objective(mapping: Assignment) -> float:
         supernet.fix_mapping(mapping)
         with torch.no_grad():
-            loss = float(_task_loss(supernet.eval()(x), y, reference.eval(), x))
+            loss = float(task_loss(supernet.eval()(x), y, reference.eval()(x)))
         return loss + 0.5 * cost_table(layers, target, mapping).searchable.cycles / corner
 
     assert objective(refined.mapping) <= objective(argmax.mapping) + 1e-6
