@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -18,6 +19,7 @@ from builders import residual_add
 
 from odimo.ir.assignment import Assignment
 from odimo.ir.records import ImportedModel
+from odimo.retrain import calibrate as calibrate_module
 from odimo.retrain import distill
 from odimo.retrain.bridge import OnnxModule
 from odimo.retrain.calibrate import calibrate
@@ -228,6 +230,28 @@ def test_calibration_fits_each_depthwise_substitute_to_its_conv_channel(imported
     before = substitute_error()
     calibrate(supernet, reference, images, "each")
     assert substitute_error() < 0.5 * before
+
+
+@pytest.mark.parametrize("ridge", [0.0, calibrate_module.SUBSTITUTE_RIDGE])
+def test_the_depthwise_fit_stays_small_on_a_channel_that_cannot_predict_its_target(
+    ridge: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2x2 maps, two channels: channel 0's target is a depthwise conv of it (recovered either way);
+    channel 1 barely fires and its target is noise. Unregularized, the fit chases the noise with a
+    kernel in the hundreds, as it did on the Darkside seed's 2x2 blocks; the ridge keeps it small."""
+    monkeypatch.setattr(calibrate_module, "SUBSTITUTE_RIDGE", ridge)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(256, 2, 2, 2, generator=generator)
+    x[:, 1] *= 1e-3 * (torch.rand(256, 2, 2, generator=generator) < 0.05)
+    kernel = torch.randn(2, 1, 3, 3, generator=generator)
+    target = torch.nn.functional.conv2d(x, kernel, padding=1, groups=2)
+    target[:, 1] = torch.randn(256, 2, 2, generator=generator)
+    layer = SimpleNamespace(symmetric=True, weight=torch.zeros(2, 2, 3, 3), dilation=1, padding=1, stride=1)
+    weight, _ = calibrate_module._least_squares_depthwise(layer, x, target)
+    fitted = torch.nn.functional.conv2d(x, weight.reshape(2, 1, 3, 3), padding=1, groups=2)
+    assert float((fitted[:, 0] - target[:, 0]).pow(2).mean() / target[:, 0].var()) < 0.02
+    noise_kernel = float(weight[1].abs().max())
+    assert noise_kernel < 5 if ridge else noise_kernel > 100, noise_kernel
 
 
 def _input_of(supernet: Supernet, module: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
