@@ -4,11 +4,11 @@ The task is learnable in a few dozen steps: the class is the colour channel that
 (3 classes on the builders' 4-output heads), which survives the trainer's crop and flip. Images
 are 8x8 (16x16 where a layer geometry needs it), a few hundred of them.
 
-The spec's optimisers fine-tune a trained network: from the builders' random weights, SGD at lr 1e-3
-(DIANA) and Adam at 1e-4 (Darkside weights) barely move the loss in a few epochs, and Adam at 1e-3
-needs ~500 steps to move a half-initialised prefix mask by one channel (α from 1 to 0.5). Where a
-test needs learning to show within seconds it scales every learning rate of the trainer's optimisers
-by FAST_LR (`fast_lr`).
+The spec's optimisers fine-tune a trained network: from the builders' random weights they barely
+move the loss in a few epochs (SGD at lr 1e-3 on DIANA's weights), and Adam at 1e-3 needs ~500
+steps to move a half-initialised prefix mask by one channel (α from 1 to 0.5). Where a test needs
+learning to show within seconds it scales every learning rate of the trainer's optimisers by
+FAST_LR (`fast_lr`).
 """
 
 from __future__ import annotations
