@@ -645,8 +645,9 @@ def _conv(b: _Builder, node: onnx.NodeProto, where: str) -> None:
     if groups > 1 and groups == c_in == c_out:
         _transparent(b, node, where)
         b.params.append(ChannelParam(node.name, 1, 0, view))
-        if len(node.input) > 2 and node.input[2]:
-            b.params.append(ChannelParam(node.name, 2, 0, view))
+        # The bias too when there is none yet: the passes give a quantized layer one (set_weights
+        # writes its calibrated shift), and it must follow the channels like the weight.
+        b.params.append(ChannelParam(node.name, 2, 0, view))
         return
     if groups > 1:
         b.rigid_output(node, f"{where} is a grouped convolution (group={groups})")

@@ -32,8 +32,12 @@ def reorder_channels(model: onnx.ModelProto, coupling: Coupling, order: ChannelO
     index = GraphIndex.of(work.graph)
     nodes = {node.name: node for node in work.graph.node}
     values = {init.name: init for init in work.graph.initializer}
+    permuted = 0
     for (node_name, input_index), steps in sorted(edits.items()):
         node = nodes[node_name]
+        if input_index >= len(node.input) or not node.input[input_index]:
+            continue  # an optional input this model does not have (a depthwise conv with no bias)
+        permuted += 1
         name = node.input[input_index]
         array = numpy_helper.to_array(values[name])
         for axis, positions in steps:
@@ -44,7 +48,7 @@ def reorder_channels(model: onnx.ModelProto, coupling: Coupling, order: ChannelO
         node.input[input_index] = target
     drop_unused_initializers(work.graph)
     return PassResult(
-        work, changed=True, report={"initializers_permuted": len(edits), "spaces_permuted": len(order.perms)}
+        work, changed=True, report={"initializers_permuted": permuted, "spaces_permuted": len(order.perms)}
     )
 
 

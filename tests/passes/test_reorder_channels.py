@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import builders
 import numpy as np
+import onnx
 import pytest
+from onnx import numpy_helper
 from pass_helpers import (
     assert_same_outputs,
     canonical,
@@ -90,6 +92,25 @@ def test_depthwise_weights_and_bias_follow_their_input() -> None:
     for name in ("dw.weight", "dw.bias"):
         np.testing.assert_array_equal(initializer(result.model, name), initializer(model, name)[P])
     assert result.report == {"initializers_permuted": 5, "spaces_permuted": 1}
+
+
+def test_a_bias_given_after_the_analysis_follows_the_depthwise_input() -> None:
+    """set_weights gives a quantized depthwise conv with no bias one (its calibrated shift); the
+    coupling, analysed before, must still permute it (zoo MixNet: exit 3 when it did not)."""
+    model = canonical(builders.depthwise_grouped())
+    del node(model, "dw").input[2]
+    plan = plan_of(model, "diana")
+    layers = {p.name: prefix({"digital": p.layer.geometry.c_out}) for p in plan.searchable}
+    order = order_channels(plan, mapping_of(plan, {**layers, "pw1": ALTERNATING}).layers)
+    biased = onnx.ModelProto()
+    biased.CopyFrom(model)
+    shift = np.arange(8, dtype=np.float32)
+    biased.graph.initializer.append(numpy_helper.from_array(shift, "dw.shift"))
+    node(biased, "dw").input.append("dw.shift")
+    result = reorder_channels(biased, plan.analysis.coupling, order)
+    np.testing.assert_array_equal(initializer(result.model, node(result.model, "dw").input[2]), shift[P])
+    assert_same_outputs(biased, result.model)
+    assert reorder_channels(model, plan.analysis.coupling, order).model.graph.node  # no bias: nothing to permute
 
 
 def test_shared_initializer_is_copied_for_the_permuted_node() -> None:
