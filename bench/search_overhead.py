@@ -5,7 +5,7 @@ synthetic 3x32x32 images, measured in one run:
 - search: the Supernet (mixed layers, DIANA quantizers), loss CE + λ·cost, the trainer's search
   optimizer (`build_optimizers(...)["search"]`);
 - plain fine-tune: the bridged OnnxModule without mixed layers, loss CE, the same weight
-  optimizer (DIANA: SGD lr 1e-3, momentum 0.9, wd 1e-4; Darkside: Adam lr 1e-3, wd 1e-4);
+  optimizer as the target's final phase (SGD, momentum 0.9, wd 1e-4: DIANA lr 1e-3, Darkside 1e-2);
 - baseline fine-tune (the paper's Table II reference, "the most demanding baseline"): the Supernet
   with the All-8bit / All-conv mapping fixed, as `--mapping all-8bit|all-conv` trains it, with the
   trainer's final-phase optimizer. On DIANA that is quantization-aware training (PACT, int8
@@ -72,6 +72,7 @@ def _trainer(model, target: str, mode: str):
     from odimo.retrain.optimizers import build_optimizers
     from odimo.retrain.supernet import Supernet
     from odimo.targets import get_target
+    from odimo.targets.base import ParamSet
     from odimo.targets.baselines import build_baseline
     from odimo.targets.plan import plan_for_target
 
@@ -86,10 +87,11 @@ def _trainer(model, target: str, mode: str):
     else:
         net = OnnxModule(model)
         params = [p for p in net.parameters() if p.requires_grad]
+        weights = next(g for g in get_target(target).search_spec.final if g.params is ParamSet.NETWORK)
         optimizer = (
-            torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=1e-4)
-            if target == "diana"
-            else torch.optim.Adam(params, lr=1e-3, weight_decay=1e-4)
+            torch.optim.SGD(params, lr=weights.lr, momentum=weights.momentum, weight_decay=weights.weight_decay)
+            if weights.optimizer == "sgd"
+            else torch.optim.Adam(params, lr=weights.lr, weight_decay=weights.weight_decay)
         )
     net.to(memory_format=torch.channels_last).train()
 
