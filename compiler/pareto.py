@@ -46,20 +46,26 @@ def summarize(results: Sequence[PointResult], objective: str) -> dict[str, Any]:
     }
 
 
+def deployed_accuracy(row: dict[str, Any]) -> float | None:
+    """The accuracy a point is judged by: onnxruntime's on the emitted model where it was measured
+    (what users deploy; torch's fake-quantized number can differ by a few images), else torch's."""
+    return row["accuracy_onnx"] if row.get("accuracy_onnx") is not None else row["accuracy"]
+
+
 def pareto_front(rows: Sequence[dict[str, Any]], key: str) -> list[str]:
-    """Names of the points no other point beats on both accuracy (higher) and `key` (lower)."""
-    scored = [r for r in rows if r["accuracy"] is not None]
+    """Names of the points no other point beats on both deployed accuracy (higher) and `key` (lower)."""
+    scored = [(r, deployed_accuracy(r)) for r in rows if deployed_accuracy(r) is not None]
     front = []
-    for row in scored:
+    for row, accuracy in scored:
         dominated = any(
-            other["accuracy"] >= row["accuracy"]
+            other_accuracy >= accuracy
             and other[key] <= row[key]
-            and (other["accuracy"] > row["accuracy"] or other[key] < row[key])
-            for other in scored
+            and (other_accuracy > accuracy or other[key] < row[key])
+            for other, other_accuracy in scored
         )
         if not dominated:
             front.append(row["name"])
-    return sorted(front, key=lambda name: next(r[key] for r in scored if r["name"] == name))
+    return sorted(front, key=lambda name: next(r[key] for r, _ in scored if r["name"] == name))
 
 
 def pareto_json(summary: dict[str, Any]) -> bytes:
@@ -69,20 +75,24 @@ def pareto_json(summary: dict[str, Any]) -> bytes:
 def pareto_plot(summary: dict[str, Any]) -> bytes:
     """Accuracy against cost (log), a labelled point per λ, baselines marked, the front as steps."""
     key = "cycles" if summary["objective"] == "latency" else "energy_uj"
-    rows = [r for r in summary["points"] if r["accuracy"] is not None]
+    rows = [r for r in summary["points"] if deployed_accuracy(r) is not None]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for row in rows:
         marker, color = ("o", "#1f77b4") if row["kind"] == "search" else ("s", "#d62728")
-        ax.scatter(row[key], 100 * row["accuracy"], marker=marker, color=color, zorder=3)
+        ax.scatter(row[key], 100 * deployed_accuracy(row), marker=marker, color=color, zorder=3)
         label = f"λ={row['lambda']:g}" if row["kind"] == "search" else row["mapping"]
         ax.annotate(
-            label, (row[key], 100 * row["accuracy"]), textcoords="offset points", xytext=(4, 4), fontsize="x-small"
+            label,
+            (row[key], 100 * deployed_accuracy(row)),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize="x-small",
         )
     front = [next(r for r in rows if r["name"] == name) for name in summary["front"]]
     if front:
         ax.step(
             [r[key] for r in front],
-            [100 * r["accuracy"] for r in front],
+            [100 * deployed_accuracy(r) for r in front],
             where="post",
             color="#1f77b4",
             alpha=0.5,
@@ -93,7 +103,7 @@ def pareto_plot(summary: dict[str, Any]) -> bytes:
         ax.axhline(100 * floats[0], linestyle="--", color="gray", label="float model")
     ax.set_xscale("log")
     ax.set_xlabel("predicted cycles" if key == "cycles" else "predicted energy (µJ)")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel("test accuracy (%, onnxruntime where measured)")
     ax.scatter([], [], marker="o", color="#1f77b4", label="odimo search")
     ax.scatter([], [], marker="s", color="#d62728", label="baseline (same budget)")
     ax.legend(fontsize="small")
