@@ -14,6 +14,8 @@ from types import ModuleType
 
 import pytest
 
+from odimo.compiler.pareto import deployed_accuracy
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -59,7 +61,8 @@ def test_the_table_iv_rows_are_the_front_s_extremes() -> None:
     picked = reproduce.pick_points(data)
     searched = [p for p in data["points"] if p["kind"] == "search"]
     assert picked["fast"]["cycles"] == min(p["cycles"] for p in searched if p["pareto"])
-    assert picked["accurate"]["accuracy"] == max(p["accuracy"] for p in searched if p["pareto"])
+    accurate = max(deployed_accuracy(p) for p in searched if p["pareto"])  # onnxruntime's, as the front
+    assert deployed_accuracy(picked["accurate"]) == accurate
 
 
 def test_the_overhead_json_has_both_targets_against_both_references() -> None:
