@@ -249,7 +249,7 @@ def test_the_depthwise_fit_stays_small_on_a_channel_that_cannot_predict_its_targ
     layer = SimpleNamespace(symmetric=True, weight=torch.zeros(2, 2, 3, 3), dilation=1, padding=1, stride=1)
     weight, _ = calibrate_module._least_squares_depthwise(layer, x, target)
     fitted = torch.nn.functional.conv2d(x, weight.reshape(2, 1, 3, 3), padding=1, groups=2)
-    assert float((fitted[:, 0] - target[:, 0]).pow(2).mean() / target[:, 0].var()) < 0.02
+    assert float((fitted[:, 0] - target[:, 0]).pow(2).mean() / target[:, 0].var()) < 0.05  # the ridge shrinks a little
     noise_kernel = float(weight[1].abs().max())
     assert noise_kernel < 5 if ridge else noise_kernel > 100, noise_kernel
 
