@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from odimo.retrain.bridge import OnnxModule
+from odimo.retrain.hooks import removed_after
 from odimo.retrain.mixed_layers import BlendLayer, MixedLayer, SubstituteLayer
 from odimo.retrain.quantizers import PactActivation, TernaryWeights
 from odimo.retrain.supernet import Supernet
@@ -111,7 +112,7 @@ def _sequential_pass(
 
     hooks = [module.register_forward_pre_hook(fit) for module in layers]
     hooks += [q.register_forward_pre_hook(fit_clip) for q in supernet.residual_quantizers.values()]
-    with _removed_after(hooks):
+    with removed_after(hooks):
         supernet(images)
 
 
@@ -132,7 +133,7 @@ def _fit_substitutes(
 
     hooks = [module.register_forward_pre_hook(fit) for module in layers]
     routing = _all_on(layers, supernet.plan.target.cus[0]) if all_conv else contextlib.nullcontext()
-    with _removed_after(hooks), torch.no_grad(), routing:
+    with removed_after(hooks), torch.no_grad(), routing:
         supernet(images)
 
 
@@ -232,18 +233,9 @@ def _layer_outputs(reference: OnnxModule, names: list[str], images: torch.Tensor
         reference.layer(name).register_forward_hook(lambda m, i, o, name=name: outputs.__setitem__(name, o.detach()))
         for name in names
     ]
-    with _removed_after(hooks), torch.no_grad():
+    with removed_after(hooks), torch.no_grad():
         reference.eval()(images)
     return outputs
-
-
-@contextlib.contextmanager
-def _removed_after(hooks: list[torch.utils.hooks.RemovableHandle]) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        for hook in hooks:
-            hook.remove()
 
 
 @contextlib.contextmanager

@@ -13,13 +13,11 @@ Two signals, both from one teacher forward on the student's own batch:
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
 import torch.nn.functional as F
 
 from odimo.retrain.bridge import OnnxModule
+from odimo.retrain.hooks import removed_after
 from odimo.retrain.mixed_layers import SubstituteLayer
 from odimo.retrain.supernet import Supernet
 
@@ -57,7 +55,7 @@ class Distiller:
         hinted = [m for m in student.mixed_layers() if isinstance(m, SubstituteLayer)]
         self.hinted = hinted if teacher is not None and self.hint_weight > 0 else []
         self._student_features: dict[str, torch.Tensor] = {}
-        self.last_hint: float = 0.0  # the latest batch's hint loss (unweighted), for the progress bar
+        self.last_hint: float = 0.0  # the latest batch's hint loss (unweighted), for inspection
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The student's logits on x, its substituted layers' outputs kept for `loss`."""
@@ -66,7 +64,7 @@ class Distiller:
             m.register_forward_hook(lambda _m, _i, out, name=m.layer.node_name: self._keep(name, out))
             for m in self.hinted
         ]
-        with _removed_after(hooks):
+        with removed_after(hooks):
             return self.student(x)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -80,7 +78,7 @@ class Distiller:
             )
             for name in self._student_features
         ]
-        with _removed_after(hooks), torch.no_grad():
+        with removed_after(hooks), torch.no_grad():
             teacher_logits = self.teacher(x)
         loss = task_loss(logits, labels, teacher_logits)
         if not self._student_features:
@@ -100,12 +98,3 @@ def _relative_gap(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     dims = [d for d in range(teacher.dim()) if d != 1]
     variance = teacher.var(dim=dims, unbiased=False).mean().clamp(min=1e-12)
     return ((student - teacher) ** 2).mean() / variance
-
-
-@contextlib.contextmanager
-def _removed_after(hooks: list[torch.utils.hooks.RemovableHandle]) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        for hook in hooks:
-            hook.remove()
