@@ -94,8 +94,8 @@ SWEEPS = (
         "darkside",
         "darkside_seed",
         "darkside",
-        # One point: on 2 cores a Darkside point takes ~40 min, most of it the discrete refinement,
-        # which scores every tile top of the cluster's staircase (~C/4 counts per layer).
+        # One point: on 2 loaded cores a Darkside point took 46 min, 12.5 of them training; most of the rest
+        # is the discrete refinement, which scores every tile top of the cluster's staircase (~C/4 a layer).
         (0.25,),
         ("all-conv", "all-dw"),
         "latency",
